@@ -6,7 +6,10 @@ mod schema;
 mod value;
 
 pub use module::{Action, Level, Module};
-pub use schema::{FieldDef, FieldKind, ModuleSchema, schema};
+pub use schema::{
+    ACTIVITY_KINDS, CUSTOMER_TYPES, FieldDef, FieldKind, LEAD_STATUSES, ModuleSchema, PRIORITIES, REGIONS, STAGES, TICKET_STATUSES,
+    schema,
+};
 pub use value::{Record, Value, ValueError};
 
 /// Identifiers are plain 64-bit integers: portable across SQLite and PostgreSQL (and PostgreSQL-wire distributed

@@ -1,1 +1,159 @@
-//! placeholder
+//! The only crate that knows SQL. It owns the schema and migrations, loads and caches each organization's policy
+//! by version, and exposes record data only through [`Scoped`], a handle bound to one signed-in user's compiled
+//! [`Access`]: every query it runs carries the organization and the user's policy predicate. The one unscoped path
+//! is [`SystemAccess`], used for sign-in, the demo seed and administration, and named so it stands out in review.
+
+mod audit;
+mod db;
+mod directory;
+mod migrate;
+mod records;
+mod render;
+mod system;
+
+pub use audit::AuditEntry;
+pub use db::{DatabaseUrl, Engine};
+pub use records::{FieldFilter, ListQuery, Page, RecordOut, Scoped};
+pub use system::{NewUser, SignIn, SystemAccess};
+
+use crm_domain::{OrgId, UserId, ValueError};
+use crm_policy::{Access, Directory, PolicyConfig};
+use db::Db;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record does not exist or the caller may not read it: the two are indistinguishable on purpose.
+    #[error("not found")]
+    NotFound,
+    /// The caller may read the record (or use the module) but not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Input refused, field by field.
+    #[error("invalid input")]
+    Invalid(Vec<ValueError>),
+    /// A query parameter (filter, sort, cursor) refused.
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> StoreError {
+        StoreError::Invalid(vec![ValueError::new(field, message)])
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// An organization's policy at one version.
+pub(crate) struct OrgPolicy {
+    pub version: i64,
+    pub config: Arc<PolicyConfig>,
+    pub directory: Arc<Directory>,
+}
+
+/// The signed-in user a request acts for.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub org: OrgId,
+    pub user: UserId,
+    pub session_id: i64,
+    pub access: Arc<Access>,
+    pub policy_version: i64,
+}
+
+#[derive(Default)]
+struct Cache {
+    orgs: HashMap<OrgId, Arc<OrgPolicy>>,
+    access: HashMap<(OrgId, UserId), (i64, Arc<Access>)>,
+}
+
+/// The data store over SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    cache: Arc<Mutex<Cache>>,
+}
+
+impl Store {
+    /// Connects and runs migrations.
+    pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        let db = Db::connect(url).await?;
+        migrate::run(&db).await?;
+        Ok(Store { db, cache: Arc::new(Mutex::new(Cache::default())) })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.db.engine
+    }
+
+    /// Closes the pool, waiting for connections in use.
+    pub async fn close(&self) {
+        self.db.pool.close().await;
+    }
+
+    /// Cheap liveness check for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut q = self.db.sql();
+        q.push("SELECT 1");
+        q.fetch_one(&self.db.pool).await.map(|_| ())
+    }
+
+    /// The scoped handle for a signed-in principal: the only way to reach records.
+    pub fn scoped(&self, principal: Principal) -> Scoped<'_> {
+        Scoped::new(self, principal)
+    }
+
+    /// The audited system path: sign-in, seeding, administration. Not for request handlers that show records.
+    pub fn unscoped_system_access(&self) -> SystemAccess<'_> {
+        SystemAccess::new(self)
+    }
+
+    /// The compiled access of `user` at `version` of the organization's policy, compiled at most once per
+    /// version and process.
+    pub(crate) async fn access_at(&self, org: OrgId, user: UserId, version: i64) -> Result<Arc<Access>, StoreError> {
+        if let Some((v, a)) = self.lock().access.get(&(org, user)) {
+            if *v == version {
+                return Ok(Arc::clone(a));
+            }
+        }
+        let policy = self.org_policy(org, version).await?;
+        let access = Arc::new(Access::compile(&policy.config, Arc::clone(&policy.directory), user));
+        self.lock().access.insert((org, user), (policy.version, Arc::clone(&access)));
+        Ok(access)
+    }
+
+    pub(crate) async fn org_policy(&self, org: OrgId, version: i64) -> Result<Arc<OrgPolicy>, StoreError> {
+        if let Some(p) = self.lock().orgs.get(&org) {
+            if p.version == version {
+                return Ok(Arc::clone(p));
+            }
+        }
+        let policy = Arc::new(directory::load(&self.db, org).await?);
+        let mut cache = self.lock();
+        if policy.version != version {
+            // Another change landed while loading: drop this user's stale compiled access; the loaded snapshot is
+            // consistent in itself and newer than `version`.
+            cache.access.retain(|(o, _), _| *o != org);
+        }
+        cache.orgs.insert(org, Arc::clone(&policy));
+        Ok(policy)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // A poisoned cache only means a panic elsewhere while holding it; its contents are still valid snapshots.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,735 @@
+//! [`Scoped`]: the only way to read or write customer records. Every statement it runs is bound to the
+//! principal's organization and carries the policy predicate for the action; single-record decisions evaluate the
+//! same predicate in memory over the record's facts.
+
+use crate::audit::{self, AuditEntry};
+use crate::db::{Arg, Sql};
+use crate::render::{column, render};
+use crate::{Principal, Store, StoreError, now_ms};
+use crm_domain::{Action, FieldDef, FieldKind, Level, Module, ModuleSchema, Record, RecordId, UserId, Value, ValueError, schema};
+use crm_policy::{Access, CmpOp, Criterion, Explanation, FieldAccess, Pred, RecordFacts, ShareEntry, ShareKey, TeamEntry};
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use std::collections::BTreeMap;
+
+/// A record as the caller may see it: hidden fields absent, masked fields masked.
+pub type RecordOut = serde_json::Map<String, serde_json::Value>;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldFilter {
+    pub field: String,
+    pub op: CmpOp,
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub filters: Vec<FieldFilter>,
+    /// Case-insensitive text search over the module's searchable fields the caller may read.
+    pub q: Option<String>,
+    /// Sort field (default `updated_at`).
+    pub sort: Option<String>,
+    /// Ascending instead of the default descending order.
+    #[serde(default)]
+    pub asc: bool,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub items: Vec<RecordOut>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub struct Scoped<'s> {
+    store: &'s Store,
+    principal: Principal,
+}
+
+pub(crate) fn arg_for(def: &FieldDef, v: &Value) -> Arg {
+    match (def.kind.is_integer(), v) {
+        (_, Value::Int(i)) => Arg::Int(Some(*i)),
+        (_, Value::Text(t)) => Arg::Text(Some(t.clone())),
+        (true, Value::Null) => Arg::Int(None),
+        (false, Value::Null) => Arg::Text(None),
+    }
+}
+
+fn select_columns(sql: &mut Sql, s: &ModuleSchema, alias: &str) {
+    sql.push(&format!("{alias}.id, {alias}.org_id, {alias}.owner_id, {alias}.created_at, {alias}.updated_at"));
+    for f in s.fields {
+        sql.push(&format!(", {alias}.{}", f.name));
+    }
+}
+
+fn decode(s: &ModuleSchema, row: &AnyRow) -> Result<Record, StoreError> {
+    let mut fields = BTreeMap::new();
+    for f in s.fields {
+        let v = if f.kind.is_integer() {
+            row.try_get::<Option<i64>, _>(f.name)?.map(Value::Int)
+        } else {
+            row.try_get::<Option<String>, _>(f.name)?.map(Value::Text)
+        };
+        fields.insert(f.name, v.unwrap_or(Value::Null));
+    }
+    Ok(Record {
+        module: s.module,
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        owner_id: row.try_get("owner_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        fields,
+    })
+}
+
+/// `13812345678` → `138****5678`; `zhang@example.com` → `z***@example.com`.
+pub fn mask(kind: FieldKind, v: &str) -> String {
+    match kind {
+        FieldKind::Email => match v.split_once('@') {
+            Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+            None => "***".into(),
+        },
+        _ => {
+            let chars: Vec<char> = v.chars().collect();
+            if chars.len() <= 7 {
+                return "****".into();
+            }
+            let head: String = chars[..3].iter().collect();
+            let tail: String = chars[chars.len() - 4..].iter().collect();
+            format!("{head}****{tail}")
+        }
+    }
+}
+
+fn schema_of(module: Module) -> Result<&'static ModuleSchema, StoreError> {
+    schema(module).ok_or(StoreError::NotFound)
+}
+
+fn encode_cursor(v: &Value, id: i64) -> String {
+    hex::encode(serde_json::json!([v.to_json(), id]).to_string())
+}
+
+fn decode_cursor(s: &str, integer: bool) -> Result<(Value, i64), StoreError> {
+    let bad = || StoreError::BadQuery("invalid cursor".into());
+    let bytes = hex::decode(s).map_err(|_| bad())?;
+    let (v, id): (serde_json::Value, i64) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let v = match (integer, v) {
+        (true, serde_json::Value::Number(n)) => Value::Int(n.as_i64().ok_or_else(bad)?),
+        (false, serde_json::Value::String(t)) => Value::Text(t),
+        _ => return Err(bad()),
+    };
+    Ok((v, id))
+}
+
+impl<'s> Scoped<'s> {
+    pub(crate) fn new(store: &'s Store, principal: Principal) -> Self {
+        Scoped { store, principal }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.principal.access
+    }
+
+    fn db(&self) -> &crate::db::Db {
+        &self.store.db
+    }
+
+    /// A module the user cannot view does not exist for them (404); one they view but may not act on is 403.
+    fn require_module(&self, module: Module, action: Action) -> Result<&'static ModuleSchema, StoreError> {
+        let s = schema_of(module)?;
+        if !self.access().can(module, Action::View) && !(action != Action::View && self.access().can(module, action)) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().can(module, action) {
+            return Err(StoreError::Forbidden(format!("you may not {action} {module}")));
+        }
+        Ok(s)
+    }
+
+    /// The field's definition if the caller may read it; hidden and unknown fields answer alike.
+    fn readable_field(&self, module: Module, s: &ModuleSchema, name: &str) -> Result<Option<&'static FieldDef>, StoreError> {
+        let unknown = || StoreError::BadQuery(format!("unknown field {name}"));
+        if ModuleSchema::is_system_column(name) {
+            return Ok(None);
+        }
+        let def = s.field(name).ok_or_else(unknown)?;
+        match self.access().field_access(module, name) {
+            FieldAccess::Hidden => Err(unknown()),
+            FieldAccess::Masked => Err(StoreError::BadQuery(format!("field {name} is masked and cannot be filtered or sorted"))),
+            _ => Ok(Some(def)),
+        }
+    }
+
+    /// Shapes a record for output under the caller's field permissions.
+    fn present(&self, r: &Record) -> RecordOut {
+        let mut out = RecordOut::new();
+        out.insert("id".into(), r.id.into());
+        out.insert("owner_id".into(), r.owner_id.into());
+        out.insert("created_at".into(), r.created_at.into());
+        out.insert("updated_at".into(), r.updated_at.into());
+        let Some(s) = schema(r.module) else { return out };
+        for f in s.fields {
+            let v = r.fields.get(f.name).unwrap_or(&Value::Null);
+            match self.access().field_access(r.module, f.name) {
+                FieldAccess::Hidden => {}
+                FieldAccess::Masked => {
+                    let shown = match v {
+                        Value::Text(t) => serde_json::Value::from(mask(f.kind, t)),
+                        other => other.to_json(),
+                    };
+                    out.insert(f.name.into(), shown);
+                }
+                _ => {
+                    out.insert(f.name.into(), v.to_json());
+                }
+            }
+        }
+        out
+    }
+
+    /// WHERE clause shared by list, count and export: organization, policy predicate, filters, search.
+    fn where_clause(&self, sql: &mut Sql, module: Module, action: Action, q: &ListQuery) -> Result<(), StoreError> {
+        let s = schema_of(module)?;
+        sql.push(" WHERE r.org_id = ").bind(self.principal.org).push(" AND ");
+        render(sql, self.access().pred(module, action), module, "r", self.principal.org, 1);
+        for f in &q.filters {
+            let def = self.readable_field(module, s, &f.field)?;
+            if def.is_none() && f.field != "owner_id" {
+                return Err(StoreError::BadQuery(format!("field {} cannot be filtered", f.field)));
+            }
+            let crit = Criterion { field: f.field.clone(), op: f.op, value: f.value.clone() };
+            let values = crit.typed(module).map_err(StoreError::BadQuery)?;
+            sql.push(" AND ");
+            render(sql, &Pred::Field { field: f.field.clone(), op: f.op, values }, module, "r", self.principal.org, 1);
+        }
+        if let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            if text.chars().count() > 100 {
+                return Err(StoreError::BadQuery("search text is longer than 100 characters".into()));
+            }
+            let pattern = format!(
+                "%{}%",
+                text.to_ascii_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+            );
+            let fields: Vec<&FieldDef> = s
+                .fields
+                .iter()
+                .filter(|f| f.searchable && self.access().field_access(module, f.name) >= FieldAccess::ReadOnly)
+                .collect();
+            if fields.is_empty() {
+                sql.push(" AND 1=0");
+            } else {
+                sql.push(" AND (");
+                for (i, f) in fields.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push(&format!("LOWER(r.{}) LIKE ", f.name)).bind(pattern.clone()).push(" ESCAPE '\\'");
+                }
+                sql.push(")");
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of the records the caller may view, in keyset order.
+    pub async fn list(&self, module: Module, q: &ListQuery) -> Result<Page, StoreError> {
+        self.list_for(module, Action::View, q).await
+    }
+
+    async fn list_for(&self, module: Module, action: Action, q: &ListQuery) -> Result<Page, StoreError> {
+        let s = self.require_module(module, action)?;
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(StoreError::BadQuery("limit must be between 1 and 200".into()));
+        }
+        let sort = q.sort.as_deref().unwrap_or("updated_at");
+        let def = self.readable_field(module, s, sort)?;
+        let sort_col = column(module, sort).ok_or_else(|| StoreError::BadQuery(format!("unknown field {sort}")))?;
+        let integer = def.is_none_or(|d| d.kind.is_integer());
+        let sort_expr = match def {
+            Some(d) if !d.required => {
+                let sentinel = if integer { "-9223372036854775807" } else { "''" };
+                format!("COALESCE(r.{sort_col}, {sentinel})")
+            }
+            _ => format!("r.{sort_col}"),
+        };
+        if self.access().pred(module, action).is_never() {
+            return Ok(Page { items: Vec::new(), next_cursor: None });
+        }
+        let mut sql = self.db().sql();
+        sql.push("SELECT ");
+        select_columns(&mut sql, s, "r");
+        sql.push(" FROM ").push(s.table).push(" r");
+        self.where_clause(&mut sql, module, action, q)?;
+        let (cmp, dir) = if q.asc { (">", "ASC") } else { ("<", "DESC") };
+        if let Some(cursor) = &q.after {
+            let (v, id) = decode_cursor(cursor, integer)?;
+            let arg = match v {
+                Value::Int(i) => Arg::Int(Some(i)),
+                Value::Text(t) => Arg::Text(Some(t)),
+                Value::Null => Arg::Text(None),
+            };
+            sql.push(&format!(" AND ({sort_expr} {cmp} ")).bind(arg.clone());
+            sql.push(&format!(" OR ({sort_expr} = ")).bind(arg).push(&format!(" AND r.id {cmp} ")).bind(id).push("))");
+        }
+        sql.push(&format!(" ORDER BY {sort_expr} {dir}, r.id {dir} LIMIT ")).bind(i64::from(limit) + 1);
+        let rows = sql.fetch_all(&self.db().pool).await?;
+        let mut records = rows.iter().map(|r| decode(s, r)).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if records.len() > limit as usize {
+            records.truncate(limit as usize);
+            records.last().map(|r| {
+                let v = r.value(sort_col).into_owned();
+                let v = match v {
+                    Value::Null if integer => Value::Int(-9223372036854775807),
+                    Value::Null => Value::Text(String::new()),
+                    v => v,
+                };
+                encode_cursor(&v, r.id)
+            })
+        } else {
+            None
+        };
+        Ok(Page { items: records.iter().map(|r| self.present(r)).collect(), next_cursor })
+    }
+
+    /// How many records the caller may view match the query (filters and search; no paging).
+    pub async fn count(&self, module: Module, q: &ListQuery) -> Result<i64, StoreError> {
+        let s = self.require_module(module, Action::View)?;
+        if self.access().pred(module, Action::View).is_never() {
+            return Ok(0);
+        }
+        let mut sql = self.db().sql();
+        sql.push("SELECT COUNT(*) AS n FROM ").push(s.table).push(" r");
+        self.where_clause(&mut sql, module, Action::View, q)?;
+        Ok(sql.fetch_one(&self.db().pool).await?.try_get("n")?)
+    }
+
+    /// The ids of every record the caller may do `action` on (for tests and tools that compare evaluators).
+    pub async fn visible_ids(&self, module: Module, action: Action) -> Result<Vec<RecordId>, StoreError> {
+        let s = schema_of(module)?;
+        let mut sql = self.db().sql();
+        sql.push("SELECT r.id FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(self.principal.org).push(" AND ");
+        render(&mut sql, self.access().pred(module, action), module, "r", self.principal.org, 1);
+        sql.push(" ORDER BY r.id");
+        sql.fetch_all(&self.db().pool).await?.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// The in-memory decision for every record of the module (system read of facts; for differential tests).
+    pub async fn decide_each(&self, module: Module, action: Action) -> Result<Vec<(RecordId, bool)>, StoreError> {
+        let s = schema_of(module)?;
+        let mut sql = self.db().sql();
+        sql.push("SELECT r.id FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(self.principal.org).push(" ORDER BY r.id");
+        let ids: Vec<i64> = sql.fetch_all(&self.db().pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+        let mut conn = self.db().pool.acquire().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let facts = load_facts(&mut conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+            out.push((id, self.access().decide(module, action, &facts)));
+        }
+        Ok(out)
+    }
+
+    /// One record, if the caller may view it; otherwise `NotFound`, exactly as for a record that does not exist.
+    pub async fn get(&self, module: Module, id: RecordId) -> Result<RecordOut, StoreError> {
+        self.require_module(module, Action::View)?;
+        let facts = self.facts(module, id).await?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        let mut out = self.present(&facts.record);
+        let allowed: serde_json::Map<String, serde_json::Value> = [Action::Edit, Action::Delete, Action::Transfer, Action::Share]
+            .into_iter()
+            .map(|a| (a.as_str().to_string(), self.access().decide(module, a, &facts).into()))
+            .collect();
+        out.insert("_allowed".into(), allowed.into());
+        Ok(out)
+    }
+
+    /// Why the caller may (or may not) do `action` on a record they can view.
+    pub async fn explain_own(&self, module: Module, action: Action, id: RecordId) -> Result<Explanation, StoreError> {
+        self.require_module(module, Action::View)?;
+        let facts = self.facts(module, id).await?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        Ok(self.access().explain(module, action, &facts))
+    }
+
+    /// The clear value of a masked field, for callers with the `reveal` right; audited.
+    pub async fn reveal(&self, module: Module, id: RecordId, field: &str) -> Result<serde_json::Value, StoreError> {
+        self.require_module(module, Action::View)?;
+        let facts = self.facts(module, id).await?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        let s = schema_of(module)?;
+        let def = s.field(field).filter(|_| self.access().field_access(module, field) != FieldAccess::Hidden);
+        let def = def.ok_or_else(|| StoreError::BadQuery(format!("unknown field {field}")))?;
+        if self.access().field_access(module, field) == FieldAccess::Masked && !self.access().may_reveal(module) {
+            return Err(StoreError::Forbidden(format!("you may not reveal {module}.{field}")));
+        }
+        let mut tx = self.db().begin_write().await?;
+        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.reveal")
+            .record(module, id)
+            .detail(serde_json::json!({"field": def.name}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(facts.record.fields.get(def.name).unwrap_or(&Value::Null).to_json())
+    }
+
+    async fn facts(&self, module: Module, id: RecordId) -> Result<RecordFacts, StoreError> {
+        let mut conn = self.db().pool.acquire().await?;
+        load_facts(&mut conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Parses a create or update body under the caller's field permissions. Unknown and hidden fields are refused
+    /// alike; read-only ones by name.
+    fn parse_input(
+        &self,
+        module: Module,
+        s: &ModuleSchema,
+        input: &serde_json::Map<String, serde_json::Value>,
+        creating: bool,
+    ) -> Result<(BTreeMap<&'static str, Value>, Option<UserId>), StoreError> {
+        let mut errors = Vec::new();
+        let mut values = BTreeMap::new();
+        let mut owner = None;
+        for (key, raw) in input {
+            if key == "owner_id" {
+                match raw.as_i64() {
+                    Some(o) => owner = Some(o),
+                    None => errors.push(ValueError::new("owner_id", "must be a user id")),
+                }
+                continue;
+            }
+            let Some(def) = s.field(key) else {
+                errors.push(ValueError::new(key.as_str(), "unknown field"));
+                continue;
+            };
+            match self.access().field_access(module, key) {
+                FieldAccess::Hidden => errors.push(ValueError::new(key.as_str(), "unknown field")),
+                FieldAccess::Editable => match s.validate(def, raw) {
+                    Ok(v) => {
+                        values.insert(def.name, v);
+                    }
+                    Err(e) => errors.push(e),
+                },
+                _ => errors.push(ValueError::new(key.as_str(), "is read-only for you")),
+            }
+        }
+        if creating {
+            for def in s.fields.iter().filter(|d| d.required && !values.contains_key(d.name)) {
+                if !errors.iter().any(|e| e.field == def.name) {
+                    errors.push(ValueError::new(def.name, "is required"));
+                }
+            }
+        }
+        if errors.is_empty() { Ok((values, owner)) } else { Err(StoreError::Invalid(errors)) }
+    }
+
+    /// Reference fields must name records the caller may view; others answer like missing ones.
+    async fn check_references(&self, conn: &mut AnyConnection, s: &ModuleSchema, values: &BTreeMap<&'static str, Value>) -> Result<(), StoreError> {
+        let mut errors = Vec::new();
+        for def in s.fields {
+            let (FieldKind::Ref(target), Some(Value::Int(id))) = (def.kind, values.get(def.name)) else { continue };
+            let visible = match load_facts(conn, self.db().engine, self.principal.org, target, *id).await? {
+                Some(f) => self.access().decide(target, Action::View, &f),
+                None => false,
+            };
+            if !visible {
+                errors.push(ValueError::new(def.name, format!("no such {target} record")));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(StoreError::Invalid(errors)) }
+    }
+
+    pub async fn create(&self, module: Module, input: &serde_json::Map<String, serde_json::Value>) -> Result<RecordOut, StoreError> {
+        let s = self.require_module(module, Action::Create)?;
+        let (values, owner) = self.parse_input(module, s, input, true)?;
+        let owner = owner.unwrap_or(self.principal.user);
+        if !self.access().may_assign_owner(module, owner) {
+            return Err(StoreError::invalid("owner_id", "you may not assign records to this user"));
+        }
+        let mut tx = self.db().begin_write().await?;
+        self.check_references(&mut tx, s, &values).await?;
+        let now = now_ms();
+        let me = self.principal.user;
+        let mut sql = self.db().sql();
+        sql.push("INSERT INTO ").push(s.table).push(" (org_id, owner_id, created_by, updated_by, created_at, updated_at");
+        for f in s.fields {
+            sql.push(", ").push(f.name);
+        }
+        sql.push(") VALUES (").bind(self.principal.org).push(", ").bind(owner).push(", ").bind(me).push(", ").bind(me);
+        sql.push(", ").bind(now).push(", ").bind(now);
+        for f in s.fields {
+            sql.push(", ").bind(arg_for(f, values.get(f.name).unwrap_or(&Value::Null)));
+        }
+        sql.push(") RETURNING id");
+        let id: i64 = sql.fetch_one(&mut *tx).await?.try_get("id")?;
+        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if owner == me && !self.access().decide(module, Action::Create, &facts) {
+            // Rolled back on drop: nobody creates a record outside their own access (restriction rules included).
+            return Err(StoreError::Forbidden("the record would fall outside your access".into()));
+        }
+        let e = AuditEntry::new(self.principal.org, Some(me), "record.create")
+            .record(module, id)
+            .detail(serde_json::json!({"after": self.present(&facts.record)}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(self.present(&facts.record))
+    }
+
+    pub async fn update(&self, module: Module, id: RecordId, patch: &serde_json::Map<String, serde_json::Value>) -> Result<RecordOut, StoreError> {
+        let s = self.require_module(module, Action::Edit)?;
+        let (values, owner) = self.parse_input(module, s, patch, false)?;
+        let mut tx = self.db().begin_write().await?;
+        let before = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if !self.access().decide(module, Action::View, &before) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, Action::Edit, &before) {
+            return Err(StoreError::Forbidden(format!("you may not edit this {module} record")));
+        }
+        let transfer = owner.filter(|o| *o != before.record.owner_id);
+        if let Some(o) = transfer {
+            if !self.access().decide(module, Action::Transfer, &before) {
+                return Err(StoreError::Forbidden(format!("you may not transfer this {module} record")));
+            }
+            if !self.access().may_assign_owner(module, o) {
+                return Err(StoreError::invalid("owner_id", "you may not assign records to this user"));
+            }
+        }
+        self.check_references(&mut tx, s, &values).await?;
+        let now = now_ms();
+        let mut sql = self.db().sql();
+        sql.push("UPDATE ").push(s.table).push(" SET updated_at = ").bind(now).push(", updated_by = ").bind(self.principal.user);
+        if let Some(o) = transfer {
+            sql.push(", owner_id = ").bind(o);
+        }
+        for (name, v) in &values {
+            let def = s.field(name).ok_or(StoreError::NotFound)?;
+            sql.push(", ").push(def.name).push(" = ").bind(arg_for(def, v));
+        }
+        sql.push(" WHERE org_id = ").bind(self.principal.org).push(" AND id = ").bind(id);
+        sql.execute(&mut *tx).await?;
+        let after = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if transfer.is_none() && !self.access().decide(module, Action::Edit, &after) {
+            return Err(StoreError::Forbidden("the change would move the record outside your access".into()));
+        }
+        let changed: Vec<&str> = values.keys().copied().filter(|k| before.record.fields.get(k) != after.record.fields.get(k)).collect();
+        let pick = |r: &Record| -> serde_json::Value {
+            let full = self.present(r);
+            let mut m: serde_json::Map<String, serde_json::Value> =
+                changed.iter().filter_map(|k| full.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect();
+            if transfer.is_some() {
+                m.insert("owner_id".into(), r.owner_id.into());
+            }
+            m.into()
+        };
+        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), if transfer.is_some() { "record.transfer" } else { "record.update" })
+            .record(module, id)
+            .detail(serde_json::json!({"before": pick(&before.record), "after": pick(&after.record)}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(self.present(&after.record))
+    }
+
+    pub async fn delete(&self, module: Module, id: RecordId) -> Result<(), StoreError> {
+        let s = self.require_module(module, Action::Delete)?;
+        let mut tx = self.db().begin_write().await?;
+        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, Action::Delete, &facts) {
+            return Err(StoreError::Forbidden(format!("you may not delete this {module} record")));
+        }
+        for child in Module::RECORDS.iter().filter_map(|m| schema(*m)) {
+            for f in child.fields.iter().filter(|f| f.kind == FieldKind::Ref(module)) {
+                let mut q = self.db().sql();
+                q.push("SELECT 1 AS x FROM ").push(child.table).push(" WHERE org_id = ").bind(self.principal.org);
+                q.push(" AND ").push(f.name).push(" = ").bind(id).push(" LIMIT 1");
+                if q.fetch_optional(&mut *tx).await?.is_some() {
+                    return Err(StoreError::Conflict(format!("the record still has related {}; delete or move them first", child.module)));
+                }
+            }
+        }
+        for table in ["record_team", "record_shares"] {
+            let mut q = self.db().sql();
+            q.push("DELETE FROM ").push(table).push(" WHERE org_id = ").bind(self.principal.org);
+            q.push(" AND module = ").bind(module.as_str()).push(" AND record_id = ").bind(id);
+            q.execute(&mut *tx).await?;
+        }
+        let mut q = self.db().sql();
+        q.push("DELETE FROM ").push(s.table).push(" WHERE org_id = ").bind(self.principal.org).push(" AND id = ").bind(id);
+        q.execute(&mut *tx).await?;
+        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.delete")
+            .record(module, id)
+            .detail(serde_json::json!({"before": self.present(&facts.record)}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A related list: the `child` records of a parent record the caller may view.
+    pub async fn related(&self, parent: Module, parent_id: RecordId, child: Module, q: &ListQuery) -> Result<Page, StoreError> {
+        self.require_module(parent, Action::View)?;
+        let facts = self.facts(parent, parent_id).await?;
+        if !self.access().decide(parent, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        let cs = schema_of(child)?;
+        let link = cs
+            .fields
+            .iter()
+            .find(|f| f.kind == FieldKind::Ref(parent))
+            .ok_or_else(|| StoreError::BadQuery(format!("{child} is not related to {parent}")))?;
+        let mut q = q.clone();
+        q.filters.push(FieldFilter { field: link.name.into(), op: CmpOp::Eq, value: parent_id.into() });
+        self.list(child, &q).await
+    }
+
+    /// Shares a record with a user, group, department or role at a level (needs `share` on the record; nobody
+    /// shares beyond their own level on it).
+    pub async fn share(&self, module: Module, id: RecordId, key: ShareKey, level: Level) -> Result<(), StoreError> {
+        self.require_module(module, Action::Share)?;
+        let mut tx = self.db().begin_write().await?;
+        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, Action::Share, &facts) {
+            return Err(StoreError::Forbidden(format!("you may not share this {module} record")));
+        }
+        let dir = self.access().directory();
+        let known = match key {
+            ShareKey::User(u) => dir.user(u).is_some(),
+            ShareKey::Department(d) => dir.has_department(d),
+            ShareKey::Group(_) | ShareKey::Role(_) => true,
+        };
+        if !known {
+            return Err(StoreError::invalid("target", "no such user or department"));
+        }
+        let mut q = self.db().sql();
+        q.push("DELETE FROM record_shares WHERE org_id = ").bind(self.principal.org).push(" AND module = ").bind(module.as_str());
+        q.push(" AND record_id = ").bind(id).push(" AND share_key = ").bind(key.encode());
+        q.execute(&mut *tx).await?;
+        let mut q = self.db().sql();
+        q.push("INSERT INTO record_shares (org_id, module, record_id, share_key, level, created_by, created_at) VALUES (")
+            .bind(self.principal.org)
+            .push(", ")
+            .bind(module.as_str())
+            .push(", ")
+            .bind(id)
+            .push(", ")
+            .bind(key.encode())
+            .push(", ")
+            .bind(level.as_i64())
+            .push(", ")
+            .bind(self.principal.user)
+            .push(", ")
+            .bind(now_ms())
+            .push(")");
+        q.execute(&mut *tx).await?;
+        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.share")
+            .record(module, id)
+            .detail(serde_json::json!({"target": key, "level": level}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds or changes a record-team member (needs `share` on the record).
+    pub async fn set_team_member(&self, module: Module, id: RecordId, user: UserId, level: Option<Level>) -> Result<(), StoreError> {
+        self.require_module(module, Action::Share)?;
+        let mut tx = self.db().begin_write().await?;
+        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, Action::Share, &facts) {
+            return Err(StoreError::Forbidden(format!("you may not change the team of this {module} record")));
+        }
+        if self.access().directory().user(user).is_none() {
+            return Err(StoreError::invalid("user_id", "no such user"));
+        }
+        let mut q = self.db().sql();
+        q.push("DELETE FROM record_team WHERE org_id = ").bind(self.principal.org).push(" AND module = ").bind(module.as_str());
+        q.push(" AND record_id = ").bind(id).push(" AND user_id = ").bind(user);
+        q.execute(&mut *tx).await?;
+        if let Some(level) = level {
+            let mut q = self.db().sql();
+            q.push("INSERT INTO record_team (org_id, module, record_id, user_id, level) VALUES (")
+                .bind(self.principal.org)
+                .push(", ")
+                .bind(module.as_str())
+                .push(", ")
+                .bind(id)
+                .push(", ")
+                .bind(user)
+                .push(", ")
+                .bind(level.as_i64())
+                .push(")");
+            q.execute(&mut *tx).await?;
+        }
+        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.team")
+            .record(module, id)
+            .detail(serde_json::json!({"user": user, "level": level}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Loads a record with its team, shares and parent, within the organization. System read: callers decide.
+pub(crate) async fn load_facts(
+    conn: &mut AnyConnection,
+    engine: crate::db::Engine,
+    org: crm_domain::OrgId,
+    module: Module,
+    id: RecordId,
+) -> Result<Option<RecordFacts>, StoreError> {
+    let Some(s) = schema(module) else { return Ok(None) };
+    let mut sql = Sql::new(engine);
+    sql.push("SELECT ");
+    select_columns(&mut sql, s, "r");
+    sql.push(" FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(org).push(" AND r.id = ").bind(id);
+    let Some(row) = sql.fetch_optional(&mut *conn).await? else { return Ok(None) };
+    let record = decode(s, &row)?;
+    let mut facts = RecordFacts::new(record);
+    let mut q = Sql::new(engine);
+    q.push("SELECT user_id, level FROM record_team WHERE org_id = ").bind(org).push(" AND module = ").bind(module.as_str());
+    q.push(" AND record_id = ").bind(id);
+    for r in q.fetch_all(&mut *conn).await? {
+        if let Some(level) = Level::from_i64(r.try_get("level")?) {
+            facts.team.push(TeamEntry { user: r.try_get("user_id")?, level });
+        }
+    }
+    let mut q = Sql::new(engine);
+    q.push("SELECT share_key, level FROM record_shares WHERE org_id = ").bind(org).push(" AND module = ").bind(module.as_str());
+    q.push(" AND record_id = ").bind(id);
+    for r in q.fetch_all(&mut *conn).await? {
+        let key: String = r.try_get("share_key")?;
+        if let (Some(key), Some(level)) = (ShareKey::decode(&key), Level::from_i64(r.try_get("level")?)) {
+            facts.shares.push(ShareEntry { key, level });
+        }
+    }
+    if let Some((field, parent)) = s.parent {
+        if let Some(pid) = facts.record.fields.get(field).and_then(Value::as_int) {
+            facts.parent = Box::pin(load_facts(conn, engine, org, parent, pid)).await?.map(Box::new);
+        }
+    }
+    Ok(Some(facts))
+}

@@ -1,0 +1,535 @@
+//! The audited system path: everything that must run without a signed-in user's scope (sign-in, seeding, the
+//! directory and policy administration behind permission-checked API handlers). Nothing here returns customer
+//! records to a caller; record data leaves the store only through [`crate::Scoped`].
+
+use crate::audit::{self, AuditEntry};
+use crate::{Principal, Store, StoreError, now_ms};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use crm_domain::{DeptId, Module, OrgId, RoleId, UserId, Value};
+use crm_policy::{PolicyConfig, UserStatus};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+/// Absolute session lifetime and idle timeout.
+const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
+const SESSION_IDLE_MS: i64 = 2 * 3600 * 1000;
+
+pub struct SystemAccess<'s> {
+    store: &'s Store,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub password: String,
+    pub manager: Option<UserId>,
+    /// Primary department first.
+    pub departments: Vec<DeptId>,
+    pub roles: Vec<RoleId>,
+    pub must_change_password: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    /// The bearer token, shown once; only its hash is stored.
+    pub token: String,
+    pub org: OrgId,
+    pub user: UserId,
+    pub must_change_password: bool,
+    pub expires_at: i64,
+}
+
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn hash_password(password: &str) -> Result<String, StoreError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| StoreError::Config(format!("password hashing failed: {e}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+}
+
+/// A hash to verify against when the user does not exist, so unknown users cost the same time as known ones.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not-a-real-password-4f1c").unwrap_or_default())
+}
+
+impl<'s> SystemAccess<'s> {
+    pub(crate) fn new(store: &'s Store) -> Self {
+        SystemAccess { store }
+    }
+
+    fn db(&self) -> &crate::db::Db {
+        &self.store.db
+    }
+
+    pub async fn organization_count(&self) -> Result<i64, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT COUNT(*) AS n FROM organizations");
+        Ok(q.fetch_one(&self.db().pool).await?.try_get("n")?)
+    }
+
+    pub async fn organization_by_slug(&self, slug: &str) -> Result<Option<OrgId>, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT id FROM organizations WHERE slug = ").bind(slug);
+        Ok(q.fetch_optional(&self.db().pool).await?.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    pub async fn create_organization(&self, slug: &str, name: &str, config: &PolicyConfig) -> Result<OrgId, StoreError> {
+        config.validate().map_err(|e| StoreError::Config(e.to_string()))?;
+        let doc = serde_json::to_string(config).map_err(|e| StoreError::Config(e.to_string()))?;
+        let mut tx = self.db().begin_write().await?;
+        let mut q = self.db().sql();
+        q.push("INSERT INTO organizations (slug, name, policy, policy_version, settings, audit_seq, audit_head, created_at) VALUES (")
+            .bind(slug)
+            .push(", ")
+            .bind(name)
+            .push(", ")
+            .bind(doc)
+            .push(", 1, '{}', 0, '', ")
+            .bind(now_ms())
+            .push(") RETURNING id");
+        let org: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
+        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, None, "organization.create").detail(serde_json::json!({"slug": slug})))
+            .await?;
+        tx.commit().await?;
+        Ok(org)
+    }
+
+    async fn bump(&self, conn: &mut sqlx::AnyConnection, org: OrgId) -> Result<(), StoreError> {
+        let mut q = self.db().sql();
+        q.push("UPDATE organizations SET policy_version = policy_version + 1 WHERE id = ").bind(org);
+        q.execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    pub async fn create_department(&self, org: OrgId, parent: Option<DeptId>, name: &str) -> Result<DeptId, StoreError> {
+        let mut tx = self.db().begin_write().await?;
+        if let Some(p) = parent {
+            let mut q = self.db().sql();
+            q.push("SELECT id FROM departments WHERE org_id = ").bind(org).push(" AND id = ").bind(p);
+            q.fetch_optional(&mut *tx).await?.ok_or_else(|| StoreError::invalid("parent_id", "no such department"))?;
+        }
+        let mut q = self.db().sql();
+        q.push("INSERT INTO departments (org_id, parent_id, name, created_at) VALUES (")
+            .bind(org)
+            .push(", ")
+            .bind(parent)
+            .push(", ")
+            .bind(name)
+            .push(", ")
+            .bind(now_ms())
+            .push(") RETURNING id");
+        let id: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
+        self.bump(&mut tx, org).await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, None, "department.create").detail(serde_json::json!({"id": id, "parent_id": parent, "name": name})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Creates a user; the password is hashed with argon2id off the async runtime.
+    pub async fn create_user(&self, org: OrgId, u: NewUser) -> Result<UserId, StoreError> {
+        let password = u.password.clone();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| StoreError::Config(e.to_string()))??;
+        let mut tx = self.db().begin_write().await?;
+        let now = now_ms();
+        let mut q = self.db().sql();
+        q.push("INSERT INTO users (org_id, username, display_name, email, password_hash, status, manager_id, must_change_password, created_at, updated_at) VALUES (")
+            .bind(org)
+            .push(", ")
+            .bind(u.username.as_str())
+            .push(", ")
+            .bind(u.display_name.as_str())
+            .push(", ")
+            .bind(u.email.clone())
+            .push(", ")
+            .bind(hash)
+            .push(", 'active', ")
+            .bind(u.manager)
+            .push(", ")
+            .bind(i64::from(u.must_change_password))
+            .push(", ")
+            .bind(now)
+            .push(", ")
+            .bind(now)
+            .push(") RETURNING id");
+        let id: i64 = q.fetch_one(&mut *tx).await.map_err(|e| match e {
+            StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                StoreError::Conflict(format!("username {} is taken", u.username))
+            }
+            e => e,
+        })?
+        .try_get("id")?;
+        for (i, d) in u.departments.iter().enumerate() {
+            let mut q = self.db().sql();
+            q.push("INSERT INTO user_departments (org_id, user_id, department_id, is_primary) VALUES (")
+                .bind(org)
+                .push(", ")
+                .bind(id)
+                .push(", ")
+                .bind(*d)
+                .push(", ")
+                .bind(i64::from(i == 0))
+                .push(")");
+            q.execute(&mut *tx).await?;
+        }
+        for r in &u.roles {
+            let mut q = self.db().sql();
+            q.push("INSERT INTO user_roles (org_id, user_id, role_id) VALUES (").bind(org).push(", ").bind(id).push(", ").bind(*r).push(")");
+            q.execute(&mut *tx).await?;
+        }
+        self.bump(&mut tx, org).await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, None, "user.create").detail(serde_json::json!({
+                "id": id, "username": u.username, "departments": u.departments, "roles": u.roles, "manager_id": u.manager
+            })),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Replaces a user's departments (primary first). Holds at the next request: the policy version is bumped.
+    pub async fn set_user_departments(&self, org: OrgId, actor: Option<UserId>, user: UserId, departments: &[DeptId]) -> Result<(), StoreError> {
+        let mut tx = self.db().begin_write().await?;
+        self.require_user(&mut tx, org, user).await?;
+        let mut q = self.db().sql();
+        q.push("DELETE FROM user_departments WHERE org_id = ").bind(org).push(" AND user_id = ").bind(user);
+        q.execute(&mut *tx).await?;
+        for (i, d) in departments.iter().enumerate() {
+            let mut q = self.db().sql();
+            q.push("INSERT INTO user_departments (org_id, user_id, department_id, is_primary) SELECT org_id, ")
+                .bind(user)
+                .push(", id, ")
+                .bind(i64::from(i == 0))
+                .push(" FROM departments WHERE org_id = ")
+                .bind(org)
+                .push(" AND id = ")
+                .bind(*d);
+            if q.execute(&mut *tx).await? == 0 {
+                return Err(StoreError::invalid("departments", format!("no such department {d}")));
+            }
+        }
+        self.bump(&mut tx, org).await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, actor, "user.departments").detail(serde_json::json!({"user": user, "departments": departments})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a user's roles.
+    pub async fn set_user_roles(&self, org: OrgId, actor: Option<UserId>, user: UserId, roles: &[RoleId]) -> Result<(), StoreError> {
+        let mut tx = self.db().begin_write().await?;
+        self.require_user(&mut tx, org, user).await?;
+        let mut q = self.db().sql();
+        q.push("DELETE FROM user_roles WHERE org_id = ").bind(org).push(" AND user_id = ").bind(user);
+        q.execute(&mut *tx).await?;
+        for r in roles {
+            let mut q = self.db().sql();
+            q.push("INSERT INTO user_roles (org_id, user_id, role_id) VALUES (").bind(org).push(", ").bind(user).push(", ").bind(*r).push(")");
+            q.execute(&mut *tx).await?;
+        }
+        self.bump(&mut tx, org).await?;
+        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "user.roles").detail(serde_json::json!({"user": user, "roles": roles})))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a user's manager; a cycle in the reporting line is refused.
+    pub async fn set_manager(&self, org: OrgId, actor: Option<UserId>, user: UserId, manager: Option<UserId>) -> Result<(), StoreError> {
+        if let Some(m) = manager {
+            let policy = self.store.org_policy(org, -1).await?;
+            if policy.directory.user(m).is_none() {
+                return Err(StoreError::invalid("manager_id", "no such user"));
+            }
+            if policy.directory.manager_cycle(user, m) {
+                return Err(StoreError::invalid("manager_id", "would create a cycle in the reporting line"));
+            }
+        }
+        let mut tx = self.db().begin_write().await?;
+        self.require_user(&mut tx, org, user).await?;
+        let mut q = self.db().sql();
+        q.push("UPDATE users SET manager_id = ").bind(manager).push(" WHERE org_id = ").bind(org).push(" AND id = ").bind(user);
+        q.execute(&mut *tx).await?;
+        self.bump(&mut tx, org).await?;
+        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "user.manager").detail(serde_json::json!({"user": user, "manager": manager})))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Activates, locks or deactivates a user. Locking and deactivation end the user's sessions at once.
+    pub async fn set_user_status(&self, org: OrgId, actor: Option<UserId>, user: UserId, status: UserStatus) -> Result<(), StoreError> {
+        let mut tx = self.db().begin_write().await?;
+        self.require_user(&mut tx, org, user).await?;
+        let now = now_ms();
+        let mut q = self.db().sql();
+        q.push("UPDATE users SET status = ").bind(status.as_str()).push(", updated_at = ").bind(now);
+        q.push(" WHERE org_id = ").bind(org).push(" AND id = ").bind(user);
+        q.execute(&mut *tx).await?;
+        if status != UserStatus::Active {
+            let mut q = self.db().sql();
+            q.push("UPDATE sessions SET revoked_at = ").bind(now).push(" WHERE org_id = ").bind(org);
+            q.push(" AND user_id = ").bind(user).push(" AND revoked_at IS NULL");
+            q.execute(&mut *tx).await?;
+        }
+        self.bump(&mut tx, org).await?;
+        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "user.status").detail(serde_json::json!({"user": user, "status": status})))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves a department under another; a cycle is refused.
+    pub async fn move_department(&self, org: OrgId, actor: Option<UserId>, dept: DeptId, parent: Option<DeptId>) -> Result<(), StoreError> {
+        let policy = self.store.org_policy(org, -1).await?;
+        if !policy.directory.has_department(dept) {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(p) = parent {
+            if !policy.directory.has_department(p) {
+                return Err(StoreError::invalid("parent_id", "no such department"));
+            }
+            if policy.directory.department_cycle(dept, p) {
+                return Err(StoreError::invalid("parent_id", "would create a cycle in the department tree"));
+            }
+        }
+        let mut tx = self.db().begin_write().await?;
+        let mut q = self.db().sql();
+        q.push("UPDATE departments SET parent_id = ").bind(parent).push(" WHERE org_id = ").bind(org).push(" AND id = ").bind(dept);
+        q.execute(&mut *tx).await?;
+        self.bump(&mut tx, org).await?;
+        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "department.move").detail(serde_json::json!({"id": dept, "parent_id": parent})))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn require_user(&self, conn: &mut sqlx::AnyConnection, org: OrgId, user: UserId) -> Result<(), StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT id FROM users WHERE org_id = ").bind(org).push(" AND id = ").bind(user);
+        q.fetch_optional(&mut *conn).await?.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    /// The organization's access configuration and its version.
+    pub async fn policy(&self, org: OrgId) -> Result<(PolicyConfig, i64), StoreError> {
+        let p = self.store.org_policy(org, -1).await?;
+        Ok(((*p.config).clone(), p.version))
+    }
+
+    /// Replaces the access configuration after validating it; audited with the document before and after.
+    pub async fn set_policy(&self, org: OrgId, actor: Option<UserId>, config: &PolicyConfig) -> Result<i64, StoreError> {
+        config.validate().map_err(|e| StoreError::BadQuery(e.to_string()))?;
+        let doc = serde_json::to_string(config).map_err(|e| StoreError::Config(e.to_string()))?;
+        let mut tx = self.db().begin_write().await?;
+        let mut q = self.db().sql();
+        q.push("UPDATE organizations SET policy = ").bind(doc).push(", policy_version = policy_version + 1 WHERE id = ").bind(org);
+        q.push(" RETURNING policy_version");
+        let version: i64 = q.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?.try_get("policy_version")?;
+        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "policy.update").detail(serde_json::json!({"version": version})))
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Signs in with a password. Unknown users, wrong passwords and inactive accounts fail alike, after the same
+    /// amount of hashing work. `organization` (a slug) is needed only when the username exists in several.
+    pub async fn sign_in(
+        &self,
+        organization: Option<&str>,
+        username: &str,
+        password: &str,
+        ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<SignIn, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT u.id, u.org_id, u.password_hash, u.status, u.must_change_password FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = ")
+            .bind(username);
+        if let Some(slug) = organization {
+            q.push(" AND o.slug = ").bind(slug);
+        }
+        let rows = q.fetch_all(&self.db().pool).await?;
+        let candidate = if rows.len() == 1 { rows.into_iter().next() } else { None };
+        let (hash, found) = match &candidate {
+            Some(r) => (r.try_get::<String, _>("password_hash")?, true),
+            None => (dummy_hash().to_string(), false),
+        };
+        let pw = password.to_string();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
+        let failed = || StoreError::Forbidden("invalid username or password".into());
+        let Some(row) = candidate.filter(|_| found && ok) else {
+            if let Some(r) = candidate_org(&self.db().sql(), organization, username, &self.db().pool).await? {
+                let mut tx = self.db().begin_write().await?;
+                let e = AuditEntry { ip: ip.clone(), ..AuditEntry::new(r, None, "session.sign_in") }
+                    .outcome("failure")
+                    .detail(serde_json::json!({"username": username, "user_agent": user_agent}));
+                audit::append(&mut tx, self.db().engine, &e).await?;
+                tx.commit().await?;
+            }
+            return Err(failed());
+        };
+        let user: i64 = row.try_get("id")?;
+        let org: i64 = row.try_get("org_id")?;
+        let status: String = row.try_get("status")?;
+        if status != "active" {
+            return Err(failed());
+        }
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let now = now_ms();
+        let expires_at = now + SESSION_LIFETIME_MS;
+        let mut tx = self.db().begin_write().await?;
+        let mut q = self.db().sql();
+        q.push("INSERT INTO sessions (org_id, user_id, token_hash, kind, created_at, last_seen_at, expires_at, ip, user_agent) VALUES (")
+            .bind(org)
+            .push(", ")
+            .bind(user)
+            .push(", ")
+            .bind(hash_token(&token))
+            .push(", 'api', ")
+            .bind(now)
+            .push(", ")
+            .bind(now)
+            .push(", ")
+            .bind(expires_at)
+            .push(", ")
+            .bind(ip.clone())
+            .push(", ")
+            .bind(user_agent.clone())
+            .push(") RETURNING id");
+        let session: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
+        let e = AuditEntry { ip, ..AuditEntry::new(org, Some(user), "session.sign_in") }
+            .detail(serde_json::json!({"session": session, "user_agent": user_agent}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(SignIn { token, org, user, must_change_password: row.try_get::<i64, _>("must_change_password")? != 0, expires_at })
+    }
+
+    /// Resolves a bearer token to its principal, or `None` when the token is unknown, revoked, expired or idle, or
+    /// its user is no longer active.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT s.id, s.org_id, s.user_id, s.expires_at, s.last_seen_at, s.revoked_at, u.status, o.policy_version FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id WHERE s.token_hash = ")
+            .bind(hash_token(token));
+        let Some(r) = q.fetch_optional(&self.db().pool).await? else { return Ok(None) };
+        let now = now_ms();
+        let revoked: Option<i64> = r.try_get("revoked_at")?;
+        let expires: i64 = r.try_get("expires_at")?;
+        let last_seen: i64 = r.try_get("last_seen_at")?;
+        let status: String = r.try_get("status")?;
+        if revoked.is_some() || expires <= now || now - last_seen > SESSION_IDLE_MS || status != "active" {
+            return Ok(None);
+        }
+        let session: i64 = r.try_get("id")?;
+        if now - last_seen > 60_000 {
+            // Idle tracking at minute granularity: one small write a minute per session, not one per request.
+            let mut up = self.db().sql();
+            up.push("UPDATE sessions SET last_seen_at = ").bind(now).push(" WHERE id = ").bind(session);
+            up.execute(&self.db().pool).await?;
+        }
+        let org: i64 = r.try_get("org_id")?;
+        let user: i64 = r.try_get("user_id")?;
+        let version: i64 = r.try_get("policy_version")?;
+        let access = self.store.access_at(org, user, version).await?;
+        Ok(Some(Principal { org, user, session_id: session, access, policy_version: version }))
+    }
+
+    pub async fn sign_out(&self, principal: &Principal) -> Result<(), StoreError> {
+        let mut tx = self.db().begin_write().await?;
+        let mut q = self.db().sql();
+        q.push("UPDATE sessions SET revoked_at = ").bind(now_ms()).push(" WHERE id = ").bind(principal.session_id);
+        q.execute(&mut *tx).await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(principal.org, Some(principal.user), "session.sign_out").detail(serde_json::json!({"session": principal.session_id})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Bulk insert for the demo seed and data generator: one transaction, one audit entry for the batch.
+    pub async fn seed_records(&self, org: OrgId, module: Module, rows: &[(UserId, BTreeMap<&'static str, Value>)]) -> Result<Vec<i64>, StoreError> {
+        let schema = crm_domain::schema(module).ok_or(StoreError::NotFound)?;
+        let mut tx = self.db().begin_write().await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let now = now_ms();
+        for (i, (owner, fields)) in rows.iter().enumerate() {
+            let mut q = self.db().sql();
+            q.push("INSERT INTO ").push(schema.table).push(" (org_id, owner_id, created_by, updated_by, created_at, updated_at");
+            for f in schema.fields {
+                q.push(", ").push(f.name);
+            }
+            q.push(") VALUES (").bind(org).push(", ").bind(*owner).push(", ").bind(*owner).push(", ").bind(*owner);
+            // Distinct, increasing timestamps keep "last updated" order stable in the demo.
+            q.push(", ").bind(now - (rows.len() - i) as i64).push(", ").bind(now - (rows.len() - i) as i64);
+            for f in schema.fields {
+                q.push(", ").bind(crate::records::arg_for(f, fields.get(f.name).unwrap_or(&Value::Null)));
+            }
+            q.push(") RETURNING id");
+            ids.push(q.fetch_one(&mut *tx).await?.try_get::<i64, _>("id")?);
+        }
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, None, "record.seed").detail(serde_json::json!({"module": module, "count": rows.len()})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Checks the organization's audit chain; `Some((seq, problem))` names the first bad entry.
+    pub async fn verify_audit(&self, org: OrgId) -> Result<Option<(i64, String)>, StoreError> {
+        let mut conn = self.db().pool.acquire().await?;
+        audit::verify(&mut conn, self.db().engine, org).await
+    }
+
+    /// All organization ids (for CLI tools).
+    pub async fn organizations(&self) -> Result<Vec<(OrgId, String)>, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT id, slug FROM organizations ORDER BY id");
+        q.fetch_all(&self.db().pool).await?.iter().map(|r| Ok((r.try_get("id")?, r.try_get("slug")?))).collect()
+    }
+}
+
+/// The organization a failed sign-in belongs to, when the username names exactly one user (for the audit trail).
+async fn candidate_org(
+    sql: &crate::db::Sql,
+    organization: Option<&str>,
+    username: &str,
+    pool: &sqlx::AnyPool,
+) -> Result<Option<OrgId>, StoreError> {
+    let mut q = crate::db::Sql::new(sql.engine);
+    q.push("SELECT u.org_id FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = ").bind(username);
+    if let Some(slug) = organization {
+        q.push(" AND o.slug = ").bind(slug);
+    }
+    let rows = q.fetch_all(pool).await?;
+    Ok(if rows.len() == 1 { Some(rows[0].try_get("org_id")?) } else { None })
+}
