@@ -53,10 +53,9 @@ impl Me<'_> {
     fn matches(&self, g: &Grantee) -> bool {
         match *g {
             Grantee::User { id } => id == self.id,
-            Grantee::Department { id, include_sub } => self
-                .departments
-                .iter()
-                .any(|d| *d == id || (include_sub && self.dir.is_within(*d, id))),
+            Grantee::Department { id, include_sub } => {
+                self.departments.iter().any(|d| *d == id || (include_sub && self.dir.is_within(*d, id)))
+            }
             Grantee::Role { id } => self.roles.contains(&id),
             Grantee::Group { id } => self.groups.contains(&id),
         }
@@ -82,13 +81,14 @@ impl Access {
             .iter()
             .filter(|g| {
                 g.users.contains(&user)
-                    || g.departments.iter().any(|(gd, sub)| {
-                        departments.iter().any(|d| d == gd || (*sub && dir.is_within(*d, *gd)))
-                    })
+                    || g.departments
+                        .iter()
+                        .any(|(gd, sub)| departments.iter().any(|d| d == gd || (*sub && dir.is_within(*d, *gd))))
             })
             .map(|g| g.id)
             .collect();
-        let me = Me { id: user, roles: roles.clone(), departments: departments.clone(), groups: groups.clone(), dir: &dir };
+        let me =
+            Me { id: user, roles: roles.clone(), departments: departments.clone(), groups: groups.clone(), dir: &dir };
         let my_roles: Vec<_> = if active { roles.iter().filter_map(|r| config.role(*r)).collect() } else { Vec::new() };
         let administrator = my_roles.iter().any(|r| r.view_all || r.modify_all);
         let modify_all = my_roles.iter().any(|r| r.modify_all);
@@ -107,7 +107,11 @@ impl Access {
             let Some(s) = schema(module) else { continue };
             let viewers: Vec<_> = my_roles
                 .iter()
-                .filter(|r| r.view_all || r.modify_all || r.permissions.get(&module).is_some_and(|a| a.contains_key(&Action::View)))
+                .filter(|r| {
+                    r.view_all
+                        || r.modify_all
+                        || r.permissions.get(&module).is_some_and(|a| a.contains_key(&Action::View))
+                })
                 .collect();
             let per_field = s
                 .fields
@@ -115,7 +119,9 @@ impl Access {
                 .map(|d| {
                     let best = viewers
                         .iter()
-                        .map(|r| r.fields.get(&module).and_then(|f| f.get(d.name)).copied().unwrap_or(FieldAccess::Editable))
+                        .map(|r| {
+                            r.fields.get(&module).and_then(|f| f.get(d.name)).copied().unwrap_or(FieldAccess::Editable)
+                        })
                         .max()
                         .unwrap_or(FieldAccess::Hidden);
                     (d.name.to_string(), best)
@@ -186,7 +192,9 @@ impl Access {
 
     /// May the user do `action` on this record?
     pub fn decide(&self, module: Module, action: Action, facts: &RecordFacts) -> bool {
-        facts.record.org_id == self.org && facts.record.module == module && eval::eval(self.pred(module, action), facts, &self.directory)
+        facts.record.org_id == self.org
+            && facts.record.module == module
+            && eval::eval(self.pred(module, action), facts, &self.directory)
     }
 
     /// Evaluates any predicate (labelled or not) for one record against this user's directory, without the
@@ -249,7 +257,7 @@ impl Access {
             return false;
         }
         if owner == self.user {
-            return true;
+            return [Action::Create, Action::Import, Action::Transfer].into_iter().any(|a| self.can(module, a));
         }
         if self.modify_all {
             return true;
@@ -297,13 +305,18 @@ impl Compiler<'_> {
             }
         }
         let admin_covers = !grants.is_empty();
-        let module_permission =
-            !grants.is_empty() || self.access.scopes.contains_key(&(module, action));
+        let module_permission = !grants.is_empty() || self.access.scopes.contains_key(&(module, action));
         if !module_permission {
             return Pred::FALSE;
         }
         let default = self.config.default_for(module);
-        if let (OrgDefault::ControlledByParent, Some((field, parent))) = (default, schema(module).and_then(|s| s.parent)) {
+        if let (OrgDefault::ControlledByParent, Some((field, parent))) =
+            (default, schema(module).and_then(|s| s.parent))
+        {
+            // Exactly when the parent is accessible: an administrator's view-all / modify-all reaches the record
+            // through its parent too (it grants the parent action), so a restriction rule that hides an account
+            // hides its contacts from administrators as well, instead of leaking them through the child module.
+            grants.clear();
             let parent_action = if level == Level::Read { Action::View } else { Action::Edit };
             let parent_pred = self.record_pred(parent, parent_action);
             let p = if parent_pred.is_never() {
@@ -376,7 +389,9 @@ impl Compiler<'_> {
             }
             let p = match &r.source {
                 RuleSource::OwnedBy { owners } => self.owners_pred(owners),
-                RuleSource::Criteria { criteria } => Pred::all(criteria.iter().map(|c| criterion_pred(module, c)).collect()),
+                RuleSource::Criteria { criteria } => {
+                    Pred::all(criteria.iter().map(|c| criterion_pred(module, c)).collect())
+                }
             };
             grants.push(grant_because(p, Reason::SharingRule { rule: r.id }));
         }
@@ -437,7 +452,7 @@ impl Compiler<'_> {
 /// its label, so an explanation still names it; `false` stays bare so the branch folds away.
 fn grant_because(p: Pred, reason: Reason) -> Pred {
     match p {
-        Pred::Const(true) => Pred::TRUE,
+        Pred::Const(true) => labelled_true(reason),
         p => p.because(reason),
     }
 }

@@ -101,7 +101,13 @@ fn compare(v: &Value, op: CmpOp, values: &[Value]) -> bool {
 /// Collects the rule path into `out`: every labelled grant the record meets, every restriction it fails. Where a
 /// record is controlled by its parent and the parent is not accessible, the restrictions the parent fails go to
 /// `parent_denied`; the caller names them only when the record is denied (they may not be what decides).
-pub(crate) fn explain(pred: &Pred, facts: &RecordFacts, dir: &Directory, out: &mut Explanation, parent_denied: &mut Vec<Reason>) {
+pub(crate) fn explain(
+    pred: &Pred,
+    facts: &RecordFacts,
+    dir: &Directory,
+    out: &mut Explanation,
+    parent_denied: &mut Vec<Reason>,
+) {
     match pred {
         Pred::Because(reason @ Reason::Restriction { .. }, p) => {
             if !eval(p, facts, dir) {

@@ -45,6 +45,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database could not serve the request in time (pool exhausted): worth a 503 and a retry.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut))
+    }
     pub fn invalid(field: &str, message: impl Into<String>) -> StoreError {
         StoreError::Invalid(vec![ValueError::new(field, message)])
     }

@@ -458,6 +458,22 @@ impl<'s> SystemAccess<'s> {
         Ok(Some(Principal { org, user, session_id: session, access, policy_version: version }))
     }
 
+    /// System-path helper for tools and tests: the principal of `user` at the organization's current policy
+    /// version, without a session (`session_id` 0) and without a password check. Request handlers never use it:
+    /// they resolve a bearer token with [`SystemAccess::authenticate`]. A user that is not active gets a principal
+    /// whose access allows nothing; a user of another organization is `NotFound`.
+    pub async fn principal_for(&self, org: OrgId, user: UserId) -> Result<Principal, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT o.policy_version FROM organizations o JOIN users u ON u.org_id = o.id WHERE o.id = ")
+            .bind(org)
+            .push(" AND u.id = ")
+            .bind(user);
+        let row = q.fetch_optional(&self.db().pool).await?.ok_or(StoreError::NotFound)?;
+        let version: i64 = row.try_get("policy_version")?;
+        let access = self.store.access_at(org, user, version).await?;
+        Ok(Principal { org, user, session_id: 0, access, policy_version: version })
+    }
+
     pub async fn sign_out(&self, principal: &Principal) -> Result<(), StoreError> {
         let mut tx = self.db().begin_write().await?;
         let mut q = self.db().sql();

@@ -68,13 +68,20 @@ fn customer_service_reads_customers_works_tickets_and_cannot_open_opportunities(
     let mut w = World::new();
     let company = w.department(None);
     let service_dept = w.department(Some(company));
-    let rep = w.role("rep", |r| r.allow(Customers, ALL_ACTIONS, Scope::Own).allow(Opportunities, ALL_ACTIONS, Scope::Own));
-    let service = w.role("customer service", |r| r.allow(Customers, &[View], Scope::All).allow(Tickets, ALL_ACTIONS, Scope::All));
+    let rep =
+        w.role("rep", |r| r.allow(Customers, ALL_ACTIONS, Scope::Own).allow(Opportunities, ALL_ACTIONS, Scope::Own));
+    let service =
+        w.role("customer service", |r| r.allow(Customers, &[View], Scope::All).allow(Tickets, ALL_ACTIONS, Scope::All));
     let seller = w.user(company, &[rep]);
     let agent = w.user(service_dept, &[service]);
     let account = w.customer(seller);
     let deal = w.child(Opportunities, seller, &account, &[("name", text("deal")), ("stage", text("initial"))]);
-    let ticket = w.child(Tickets, seller, &account, &[("subject", text("broken")), ("priority", text("high")), ("status", text("open"))]);
+    let ticket = w.child(
+        Tickets,
+        seller,
+        &account,
+        &[("subject", text("broken")), ("priority", text("high")), ("status", text("open"))],
+    );
 
     let access = w.access(agent);
     assert!(w.allows(agent, View, &account));
@@ -101,7 +108,8 @@ fn a_read_only_partition_grant_allows_view_and_refuses_edit() {
     let rep = w.role("rep", |r| r.allow(Customers, &[View, Edit, Export], Scope::Own));
     let alice = w.user(east, &[rep]);
     let other = w.user(company, &[rep]);
-    let grant = w.partition_grant(Grantee::Department { id: east, include_sub: false }, &[("region", &["华东"])], Level::Read);
+    let grant =
+        w.partition_grant(Grantee::Department { id: east, include_sub: false }, &[("region", &["华东"])], Level::Read);
     let shanghai = w.customer_with(other, &[("region", text("华东"))]);
     let beijing = w.customer_with(other, &[("region", text("华北"))]);
     let unknown = w.customer(other);
@@ -232,7 +240,8 @@ fn a_sharing_rule_by_owner_department_shares_with_another_department() {
     assert_eq!(granted_by(&w, accountant, View, &customer), vec![Reason::SharingRule { rule }]);
 
     // Without sub-departments the rule no longer covers the team's records.
-    w.config.sharing_rules[0].source = RuleSource::OwnedBy { owners: Grantee::Department { id: sales, include_sub: false } };
+    w.config.sharing_rules[0].source =
+        RuleSource::OwnedBy { owners: Grantee::Department { id: sales, include_sub: false } };
     assert!(!w.allows(accountant, View, &customer));
 }
 
@@ -240,7 +249,8 @@ fn a_sharing_rule_by_owner_department_shares_with_another_department() {
 fn a_sharing_rule_by_criteria_shares_opportunities_over_one_million() {
     let mut w = World::new();
     let company = w.department(None);
-    let rep = w.role("rep", |r| r.allow(Customers, ALL_ACTIONS, Scope::Own).allow(Opportunities, ALL_ACTIONS, Scope::Own));
+    let rep =
+        w.role("rep", |r| r.allow(Customers, ALL_ACTIONS, Scope::Own).allow(Opportunities, ALL_ACTIONS, Scope::Own));
     let director_role = w.role("sales director", |r| r.allow(Opportunities, VIEW_EDIT, Scope::Own));
     let seller = w.user(company, &[rep]);
     let director = w.user(company, &[director_role]);
@@ -309,7 +319,8 @@ fn a_manual_share_to_a_group_reaches_a_member_through_a_department_with_sub_depa
 fn a_record_team_member_at_read_level_can_view_but_not_edit() {
     let mut w = World::new();
     let company = w.department(None);
-    let rep = w.role("rep", |r| r.allow(Opportunities, ALL_ACTIONS, Scope::Own).allow(Customers, ALL_ACTIONS, Scope::Own));
+    let rep =
+        w.role("rep", |r| r.allow(Opportunities, ALL_ACTIONS, Scope::Own).allow(Customers, ALL_ACTIONS, Scope::Own));
     let owner = w.user(company, &[rep]);
     let reader = w.user(company, &[rep]);
     let editor = w.user(company, &[rep]);
@@ -377,10 +388,7 @@ fn administrators_view_all_sees_everything_but_a_restriction_rule_still_narrows_
     assert!(w.allows(admin, View, &government));
     assert!(w.allows(admin, Export, &smb));
     assert!(!w.allows(admin, Delete, &smb), "view-all is not modify-all");
-    assert_eq!(
-        granted_by(&w, admin, View, &smb),
-        vec![Reason::Administrator { role: admin_role, modify_all: false }]
-    );
+    assert_eq!(granted_by(&w, admin, View, &smb), vec![Reason::Administrator { role: admin_role, modify_all: false }]);
     assert_eq!(granted_by(&w, admin, Edit, &smb), vec![Reason::RoleScope { role: admin_role, scope: Scope::All }]);
 
     // Nothing outside the organization.
@@ -471,6 +479,37 @@ fn a_restriction_rule_takes_access_away_from_every_source() {
 }
 
 #[test]
+fn an_administrator_sees_the_contacts_of_an_account_exactly_when_the_account_is_visible() {
+    let mut w = World::new();
+    let company = w.department(None);
+    let rep = w.role("rep", |r| r.allow(Customers, ALL_ACTIONS, Scope::Own).allow(Contacts, ALL_ACTIONS, Scope::Own));
+    let admin_role = w.role("admin", |r| r.view_all());
+    let seller = w.user(company, &[rep]);
+    let admin = w.user(company, &[admin_role]);
+    w.default_for(Contacts, OrgDefault::ControlledByParent);
+    let gov = w.customer_with(seller, &[("customer_type", text("government"))]);
+    let contact = w.child(Contacts, seller, &gov, &[("name", text("c"))]);
+    assert!(w.allows(admin, View, &contact));
+    assert_eq!(
+        granted_by(&w, admin, View, &contact),
+        vec![Reason::Parent { module: Customers }, Reason::Administrator { role: admin_role, modify_all: false }]
+    );
+    assert!(!w.allows(admin, Edit, &contact), "view-all does not edit");
+
+    let rule = w.restriction(
+        Customers,
+        Grantee::Role { id: admin_role },
+        vec![crit("customer_type", CmpOp::Ne, json!("government"))],
+        false,
+    );
+    assert!(!w.allows(admin, View, &gov));
+    assert!(!w.allows(admin, View, &contact), "the hidden account's contacts are hidden too");
+    assert_eq!(denied_by(&w, admin, View, &contact), vec![Reason::Restriction { rule }]);
+    w.config.restriction_rules[0].exempt_administrators = true;
+    assert!(w.allows(admin, View, &contact));
+}
+
+#[test]
 fn a_deactivated_or_locked_user_gets_nothing() {
     let mut w = World::new();
     let company = w.department(None);
@@ -556,6 +595,11 @@ fn may_assign_owner_respects_the_transfer_scope() {
     assert!(!may(ops, gone));
     assert!(!may(ops, 9_999), "nobody outside the directory");
     assert!(may(admin, westerner), "modify-all");
+    // Oneself needs a module permission to create, import or transfer.
+    let blind_role = w.role("no customers", |r| r.allow(Tickets, ALL_ACTIONS, Scope::Own));
+    let blind = w.user(company, &[blind_role]);
+    assert!(!w.access(blind).may_assign_owner(Customers, blind));
+    assert!(w.access(blind).may_assign_owner(Tickets, blind));
 }
 
 #[test]
@@ -569,9 +613,11 @@ fn field_access_is_the_union_across_roles_and_hidden_when_no_role_views_the_modu
             .field(Customers, "annual_revenue", FieldAccess::Hidden)
     });
     let wider = w.role("wider", |r| {
-        r.allow(Customers, &[View], Scope::Own)
-            .field(Customers, "phone", FieldAccess::ReadOnly)
-            .field(Customers, "annual_revenue", FieldAccess::Hidden)
+        r.allow(Customers, &[View], Scope::Own).field(Customers, "phone", FieldAccess::ReadOnly).field(
+            Customers,
+            "annual_revenue",
+            FieldAccess::Hidden,
+        )
     });
     // Field permissions of a role without `view` on the module do not count.
     let blind = w.role("blind", |r| r.allow(Customers, &[Create], Scope::Own));
@@ -593,7 +639,11 @@ fn field_access_is_the_union_across_roles_and_hidden_when_no_role_views_the_modu
 
     let c = w.access(nothing);
     for field in ["name", "phone", "id", "owner_id"] {
-        assert_eq!(c.field_access(Customers, field), FieldAccess::Hidden, "{field}: the module does not exist for them");
+        assert_eq!(
+            c.field_access(Customers, field),
+            FieldAccess::Hidden,
+            "{field}: the module does not exist for them"
+        );
     }
     assert_eq!(b.field_access(Contacts, "name"), FieldAccess::Hidden, "no role views contacts");
 }
@@ -635,7 +685,8 @@ fn explain_names_the_rule_path_and_agrees_with_decide() {
     let watcher = w.user(company, &[all_role]);
     assert_eq!(granted_by(&w, watcher, View, &customer), vec![Reason::RoleScope { role: all_role, scope: Scope::All }]);
 
-    let restriction = w.restriction(Customers, Grantee::User { id: manager }, vec![crit("region", CmpOp::Eq, json!("华南"))], false);
+    let restriction =
+        w.restriction(Customers, Grantee::User { id: manager }, vec![crit("region", CmpOp::Eq, json!("华南"))], false);
     let access = w.access(manager);
     for action in ALL_ACTIONS {
         let e = access.explain(Customers, *action, &customer);

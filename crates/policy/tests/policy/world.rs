@@ -3,7 +3,7 @@
 
 use crm_domain::{Action, DeptId, GroupId, Level, Module, OrgId, Record, RoleId, UserId, Value};
 use crm_policy::{
-    Access, Criterion, CmpOp, Dimension, DirUser, Directory, FieldAccess, Grantee, Group, OrgDefault, PartitionGrant,
+    Access, CmpOp, Criterion, Dimension, DirUser, Directory, FieldAccess, Grantee, Group, OrgDefault, PartitionGrant,
     PolicyConfig, Reason, RecordFacts, RestrictionRule, Role, RuleSource, Scope, ShareEntry, ShareKey, SharingRule,
     TeamEntry, UserStatus,
 };
@@ -210,7 +210,10 @@ impl World {
         let module = facts.record.module;
         let decided = access.decide(module, action, facts);
         let explained = access.explain(module, action, facts);
-        assert_eq!(decided, explained.allowed, "decide and explain disagree for user {user} {action} {module}: {explained:?}");
+        assert_eq!(
+            decided, explained.allowed,
+            "decide and explain disagree for user {user} {action} {module}: {explained:?}"
+        );
         if decided {
             assert!(!explained.granted_by.is_empty() && explained.denied_by.is_empty(), "{explained:?}");
         }
@@ -242,7 +245,13 @@ impl World {
     }
 
     /// A child record (contact, opportunity, ticket) of an account, with the account loaded as its parent.
-    pub fn child(&mut self, module: Module, owner: UserId, account: &RecordFacts, fields: &[(&'static str, Value)]) -> RecordFacts {
+    pub fn child(
+        &mut self,
+        module: Module,
+        owner: UserId,
+        account: &RecordFacts,
+        fields: &[(&'static str, Value)],
+    ) -> RecordFacts {
         let mut facts = self.record(module, owner, fields);
         facts.record.fields.insert("account_id", Value::Int(account.record.id));
         facts.parent = Some(Box::new(account.clone()));

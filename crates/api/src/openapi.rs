@@ -1,0 +1,35 @@
+//! The OpenAPI 3 document, served at `/api/openapi.json` and browsable (offline, vendored Swagger UI) at
+//! `/api/docs`.
+
+use crate::AppState;
+use crate::routes::{ops, records, session};
+use axum::Router;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "CRM API", description = "A CRM whose heart is permission management. Every path applies one policy; records you may not read answer 404 exactly like missing ones. Errors are RFC 9457 problem details."),
+    paths(
+        session::sign_in, session::sign_out, session::me,
+        records::list, records::search, records::count, records::create, records::get, records::update, records::delete,
+        records::related, records::explain, records::reveal, records::share, records::put_team, records::delete_team,
+        ops::healthz, ops::metrics
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()))
+}
