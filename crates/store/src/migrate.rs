@@ -56,7 +56,9 @@ pub async fn run(db: &Db) -> Result<(), StoreError> {
         if q.fetch_optional(&mut *tx).await?.is_some() {
             continue;
         }
-        for stmt in render(m.ddl, db.engine).split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        // Comment lines are dropped first so a `;` in prose never splits a statement.
+        let ddl: String = render(m.ddl, db.engine).lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        for stmt in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sqlx::query(sqlx::AssertSqlSafe(stmt.to_string())).execute(&mut *tx).await.map_err(|e| {
                 StoreError::Config(format!("migration {} ({}) failed: {e}\n{stmt}", m.version, m.name))
             })?;

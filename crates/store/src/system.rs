@@ -526,6 +526,13 @@ impl<'s> SystemAccess<'s> {
         audit::verify(&mut conn, self.db().engine, org).await
     }
 
+    /// Usernames and ids of an organization's users.
+    pub async fn user_ids(&self, org: OrgId) -> Result<Vec<(String, UserId)>, StoreError> {
+        let mut q = self.db().sql();
+        q.push("SELECT username, id FROM users WHERE org_id = ").bind(org).push(" ORDER BY id");
+        q.fetch_all(&self.db().pool).await?.iter().map(|r| Ok((r.try_get("username")?, r.try_get("id")?))).collect()
+    }
+
     /// All organization ids (for CLI tools).
     pub async fn organizations(&self) -> Result<Vec<(OrgId, String)>, StoreError> {
         let mut q = self.db().sql();
