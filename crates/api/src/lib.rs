@@ -95,8 +95,16 @@ fn panic_to_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
-    use routes::{ops, records, session};
+    use routes::{admin, ops, records, session};
     let api = Router::new()
+        .route("/api/v1/admin/policy", get(admin::get_policy).put(admin::put_policy))
+        .route("/api/v1/admin/users", get(admin::list_users).post(admin::create_user))
+        .route("/api/v1/admin/users/{id}", axum::routing::patch(admin::update_user))
+        .route("/api/v1/admin/users/{id}/permissions", get(admin::user_permissions))
+        .route("/api/v1/admin/departments", get(admin::list_departments).post(admin::create_department))
+        .route("/api/v1/admin/departments/{id}", axum::routing::patch(admin::move_department))
+        .route("/api/v1/admin/explain", get(admin::explain))
+        .route("/api/v1/admin/access/{module}/{id}", get(admin::who_can_see))
         .route("/api/v1/session", post(session::sign_in).delete(session::sign_out))
         .route("/api/v1/me", get(session::me))
         .route("/api/v1/{module}", get(records::list).post(records::create))

@@ -274,6 +274,35 @@ impl Access {
         })
     }
 
+    /// Does this user hold everything `role` grants (so handing it out escalates nobody)? `Err` names the first
+    /// grant the user lacks.
+    pub fn covers_role(&self, role: &crate::config::Role) -> Result<(), String> {
+        if role.modify_all && !self.modify_all {
+            return Err(format!("role {}: modify-all data is beyond your own rights", role.name));
+        }
+        if role.view_all && !self.administrator {
+            return Err(format!("role {}: view-all data is beyond your own rights", role.name));
+        }
+        for (module, actions) in &role.permissions {
+            for (action, scope) in actions {
+                let held = self.scopes(*module, *action);
+                let covered = self.modify_all && module.is_record_module() || held.iter().any(|h| h.covers(*scope));
+                if !covered {
+                    return Err(format!("role {}: {module} {action} with scope {scope:?} is beyond your own rights", role.name));
+                }
+            }
+        }
+        if let Some(m) = role.reveal.iter().find(|m| !self.may_reveal(**m)) {
+            return Err(format!("role {}: revealing masked {m} fields is beyond your own rights", role.name));
+        }
+        Ok(())
+    }
+
+    /// True for holders of "modify all data".
+    pub fn modifies_all(&self) -> bool {
+        self.active && self.modify_all
+    }
+
     /// Keys under which a manual share reaches this user.
     pub fn share_keys(&self) -> Vec<ShareKey> {
         let mut keys = vec![ShareKey::User(self.user)];

@@ -363,3 +363,18 @@ impl Criterion {
             .collect()
     }
 }
+
+impl Scope {
+    /// Does a grant with this scope include everything a grant with `other` includes, for every user? Used to
+    /// refuse escalation: an administrator may hand out only scopes their own covers.
+    pub fn covers(self, other: Scope) -> bool {
+        use Scope::*;
+        match self {
+            All => true,
+            DepartmentTree => matches!(other, DepartmentTree | Department | Own),
+            Department => matches!(other, Department | Own),
+            Subordinates => matches!(other, Subordinates | Own),
+            Own => other == Own,
+        }
+    }
+}

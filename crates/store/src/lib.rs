@@ -3,6 +3,7 @@
 //! [`Access`]: every query it runs carries the organization and the user's policy predicate. The one unscoped path
 //! is [`SystemAccess`], used for sign-in, the demo seed and administration, and named so it stands out in review.
 
+mod admin;
 mod audit;
 mod db;
 mod directory;
@@ -11,6 +12,7 @@ mod records;
 mod render;
 mod system;
 
+pub use admin::{AccessChange, DepartmentSummary, ModulePermissions, PolicyChange, UserPatch, UserSummary, WhoCanSee};
 pub use audit::AuditEntry;
 pub use db::{DatabaseUrl, Engine};
 pub use records::{FieldFilter, ListQuery, Page, RecordOut, Scoped};

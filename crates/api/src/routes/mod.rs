@@ -1,3 +1,4 @@
+pub mod admin;
 pub mod ops;
 pub mod records;
 pub mod session;
