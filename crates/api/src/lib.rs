@@ -117,17 +117,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{module}/{id}/reveal/{field}", post(records::reveal))
         .route("/api/v1/{module}/{id}/{related}", get(records::related))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES));
+    // CSV import and export: their own router for the larger body limit (a 16 MiB file, not a JSON document).
+    let csv_api = Router::new()
+        .route("/api/v1/{module}/export.csv", get(routes::csv::export_csv))
+        .route("/api/v1/{module}/import", post(routes::csv::import_csv))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .merge(api)
+        .merge(csv_api)
         .merge(openapi::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/", get(home))
         .fallback(not_found)
+        // The body limit sits inside the problem middleware so its 413 becomes a problem document too.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_plain_errors))
         .layer(middleware::from_fn(track_metrics))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

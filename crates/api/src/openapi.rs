@@ -3,6 +3,7 @@
 
 use crate::AppState;
 use crate::routes::{admin, ops, records, session};
+use crate::routes::csv;
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -24,6 +25,7 @@ impl Modify for BearerAuth {
         session::sign_in, session::sign_out, session::me,
         records::list, records::search, records::count, records::create, records::get, records::update, records::delete,
         records::related, records::explain, records::reveal, records::share, records::put_team, records::delete_team,
+        csv::export_csv, csv::import_csv,
         admin::get_policy, admin::put_policy, admin::list_users, admin::create_user, admin::update_user, admin::user_permissions,
         admin::list_departments, admin::create_department, admin::move_department, admin::explain, admin::who_can_see,
         ops::healthz, ops::metrics

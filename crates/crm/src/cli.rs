@@ -54,6 +54,10 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Import records from a CSV file, acting with a user's permissions (all rows or none).
+    Import(ImportArgs),
+    /// Export as CSV the records a user may export.
+    Export(ExportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +119,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("demo organization id {}", org.org);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import(args) => import_csv(&cli.db, &args).await,
+        Command::Export(args) => export_csv(&cli.db, &args).await,
         Command::Audit { command: AuditCommand::Verify } => {
             let store = cli.db.open().await?;
             let sys = store.unscoped_system_access();
@@ -218,3 +224,161 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+// ---- CSV import and export -------------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The module to import into.
+    #[arg(value_parser = ["customers", "contacts"])]
+    pub module: String,
+    /// The CSV file: UTF-8 (a byte-order mark is fine), a header row of field names, one record per row.
+    pub file: PathBuf,
+    /// The user whose permissions apply (import permission, field permissions, owners they may assign).
+    #[arg(long = "as", value_name = "USERNAME")]
+    pub as_user: String,
+    /// The organization's slug; needed when the database holds several.
+    #[arg(long, value_name = "SLUG")]
+    pub organization: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The module to export.
+    #[arg(value_parser = ["customers", "contacts"])]
+    pub module: String,
+    /// The user whose permissions apply (export permission and scope, field permissions).
+    #[arg(long = "as", value_name = "USERNAME", default_value = "admin")]
+    pub as_user: String,
+    /// The organization's slug; needed when the database holds several.
+    #[arg(long, value_name = "SLUG")]
+    pub organization: Option<String>,
+    /// Write the CSV to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Text search, as `q` of the list API.
+    #[arg(long)]
+    pub q: Option<String>,
+    /// A filter `field:op:value` as in the list API (op: eq, ne, in, not_in, gt, gte, lt, lte); repeatable.
+    #[arg(long = "filter", value_name = "FIELD:OP:VALUE")]
+    pub filters: Vec<String>,
+    /// Start the file with a UTF-8 byte-order mark, for spreadsheets that need it to read Chinese text.
+    #[arg(long)]
+    pub bom: bool,
+}
+
+/// The principal of `username` in the organization named by `slug` (or the only one).
+async fn act_as(store: &Store, slug: Option<&str>, username: &str) -> anyhow::Result<crm_store::Principal> {
+    let sys = store.unscoped_system_access();
+    let org = match slug {
+        Some(slug) => sys.organization_by_slug(slug).await?.ok_or_else(|| anyhow::anyhow!("no organization {slug:?}"))?,
+        None => match sys.organizations().await?.as_slice() {
+            [(id, _)] => *id,
+            [] => anyhow::bail!("the database holds no organization yet"),
+            several => {
+                let slugs: Vec<&str> = several.iter().map(|(_, s)| s.as_str()).collect();
+                anyhow::bail!("the database holds several organizations ({}): choose one with --organization SLUG", slugs.join(", "))
+            }
+        },
+    };
+    let user = sys.user_ids(org).await?.into_iter().find(|(u, _)| u == username).map(|(_, id)| id);
+    let user = user.ok_or_else(|| anyhow::anyhow!("no user {username:?} in this organization"))?;
+    Ok(sys.principal_for(org, user).await?)
+}
+
+fn csv_module(name: &str) -> anyhow::Result<crm_domain::Module> {
+    name.parse().map_err(|_| anyhow::anyhow!("unknown module {name}"))
+}
+
+/// Prints a refused import or export; validation errors one per line, with their line numbers.
+fn print_store_error(what: &str, username: &str, module: crm_domain::Module, e: &crm_store::StoreError) {
+    use crm_store::StoreError;
+    match e {
+        StoreError::Invalid(errors) => {
+            eprintln!("error: {what} refused, nothing was written ({} problem{}):", errors.len(), if errors.len() == 1 { "" } else { "s" });
+            for err in errors {
+                eprintln!("  {}: {}", err.field, err.message);
+            }
+        }
+        StoreError::NotFound => eprintln!("error: {module} does not exist for {username}"),
+        StoreError::Forbidden(m) => eprintln!("error: {username}: {m}"),
+        other => eprintln!("error: {what} failed: {other}"),
+    }
+}
+
+async fn import_csv(db: &DbArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let module = csv_module(&args.module)?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let store = db.open().await?;
+    let principal = act_as(&store, args.organization.as_deref(), &args.as_user).await?;
+    let scoped = store.scoped(principal);
+
+    // A spinner while the rows are checked, then a bar while they are inserted (hidden when stderr is no terminal).
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(format!("checking {}", args.file.display()));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let style = ProgressStyle::with_template("importing {prefix} [{bar:40}] {pos}/{len} rows ({eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let progress = |done: usize, total: usize| {
+        if bar.length() != Some(total as u64) {
+            bar.set_length(total as u64);
+            bar.set_prefix(module.as_str());
+            bar.set_style(style.clone());
+        }
+        bar.set_position(done as u64);
+    };
+    let result = scoped.import_csv(module, &bytes, Some(&progress)).await;
+    bar.finish_and_clear();
+    store.close().await;
+    match result {
+        Ok(report) => {
+            println!("imported {} records into {module} from {} as {}", report.created, args.file.display(), args.as_user);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_store_error("the import was", &args.as_user, module, &e);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Percent-encodes a query-string component.
+fn query_component(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+async fn export_csv(db: &DbArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let module = csv_module(&args.module)?;
+    // The list API's own parser, so the CLI accepts exactly what `?q=&filter=` accepts.
+    let mut raw: Vec<String> = args.filters.iter().map(|f| format!("filter={}", query_component(f))).collect();
+    raw.extend(args.q.iter().map(|q| format!("q={}", query_component(q))));
+    let q = crm_api::routes::records::parse_list_query(module, Some(&raw.join("&"))).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    let store = db.open().await?;
+    let principal = act_as(&store, args.organization.as_deref(), &args.as_user).await?;
+    let result = store.scoped(principal).export_csv(module, &q).await;
+    store.close().await;
+    let (text, rows) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            print_store_error("the export was", &args.as_user, module, &e);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let bom = if args.bom { "\u{feff}" } else { "" };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, format!("{bom}{text}")).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("exported {rows} records of {module} to {} as {}", path.display(), args.as_user);
+        }
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(bom.as_bytes()).and_then(|()| out.write_all(text.as_bytes())).and_then(|()| out.flush()).context("writing the CSV")?;
+            eprintln!("exported {rows} records of {module} as {}", args.as_user);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

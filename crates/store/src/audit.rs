@@ -123,11 +123,20 @@ pub(crate) async fn append(conn: &mut AnyConnection, engine: Engine, e: &AuditEn
     Ok(seq)
 }
 
-/// Recomputes the chain of one organization and returns the first bad sequence number, if any.
+/// Recomputes the chain of one organization and returns the first bad sequence number, if any. The chain must
+/// also reach the organization's recorded head (`audit_seq`, `audit_head`), so removing the newest entries is
+/// detected too. The head is read first and entries appended after it are left for the next check.
 pub(crate) async fn verify(conn: &mut AnyConnection, engine: Engine, org: OrgId) -> Result<Option<(i64, String)>, StoreError> {
+    let mut h = crate::db::Sql::new(engine);
+    h.push("SELECT audit_seq, audit_head FROM organizations WHERE id = ").bind(org);
+    let Some(head) = h.fetch_optional(&mut *conn).await? else { return Ok(None) };
+    let head_seq: i64 = head.try_get("audit_seq")?;
+    let head_hash: String = head.try_get("audit_head")?;
     let mut q = crate::db::Sql::new(engine);
     q.push("SELECT seq, at, actor_id, action, module, record_id, outcome, detail, request_id, ip, prev_hash, hash FROM audit_log WHERE org_id = ")
         .bind(org)
+        .push(" AND seq <= ")
+        .bind(head_seq)
         .push(" ORDER BY seq");
     let mut prev = String::new();
     let mut expected = 1;
@@ -164,6 +173,12 @@ pub(crate) async fn verify(conn: &mut AnyConnection, engine: Engine, org: OrgId)
         }
         prev = stored;
         expected += 1;
+    }
+    if expected - 1 != head_seq {
+        return Ok(Some((expected, format!("missing entry (the trail ends at {}, the organization's head is {head_seq})", expected - 1))));
+    }
+    if prev != head_hash {
+        return Ok(Some((head_seq, "the last entry does not match the organization's head".into())));
     }
     Ok(None)
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod csv_io;
 mod db;
 mod directory;
 mod migrate;
@@ -14,6 +15,7 @@ mod system;
 
 pub use admin::{AccessChange, DepartmentSummary, ModulePermissions, PolicyChange, UserPatch, UserSummary, WhoCanSee};
 pub use audit::AuditEntry;
+pub use csv_io::{CSV_MODULES, ImportReport};
 pub use db::{DatabaseUrl, Engine};
 pub use records::{FieldFilter, ListQuery, Page, RecordOut, Scoped};
 pub use system::{NewUser, SignIn, SystemAccess};

@@ -42,8 +42,25 @@ fn render(ddl: &str, engine: Engine) -> String {
     out.replace("{ID}", id).replace("{TEXT}", text)
 }
 
-/// Applies the migrations not yet applied, each in its own transaction.
+/// Applies the migrations not yet applied, each in its own transaction. Several processes may start at once on
+/// one database (server nodes on one PostgreSQL): when another applies the same migration concurrently, this one's
+/// DDL fails on the duplicate catalog entry and rolls back, so it retries and then finds the migration recorded.
 pub async fn run(db: &Db) -> Result<(), StoreError> {
+    let mut attempt = 0u64;
+    loop {
+        match run_once(db).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, "migrations failed, retrying (another process may be migrating)");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn run_once(db: &Db) -> Result<(), StoreError> {
     let mut conn = db.pool.acquire().await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
         .execute(&mut *conn)

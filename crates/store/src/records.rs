@@ -25,6 +25,7 @@ pub struct FieldFilter {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     pub filters: Vec<FieldFilter>,
@@ -49,8 +50,8 @@ pub struct Page {
 }
 
 pub struct Scoped<'s> {
-    store: &'s Store,
-    principal: Principal,
+    pub(crate) store: &'s Store,
+    pub(crate) principal: Principal,
 }
 
 pub(crate) fn arg_for(def: &FieldDef, v: &Value) -> Arg {
@@ -142,12 +143,12 @@ impl<'s> Scoped<'s> {
         &self.principal.access
     }
 
-    fn db(&self) -> &crate::db::Db {
+    pub(crate) fn db(&self) -> &crate::db::Db {
         &self.store.db
     }
 
     /// A module the user cannot view does not exist for them (404); one they view but may not act on is 403.
-    fn require_module(&self, module: Module, action: Action) -> Result<&'static ModuleSchema, StoreError> {
+    pub(crate) fn require_module(&self, module: Module, action: Action) -> Result<&'static ModuleSchema, StoreError> {
         let s = schema_of(module)?;
         if !self.access().can(module, Action::View) && !(action != Action::View && self.access().can(module, action)) {
             return Err(StoreError::NotFound);
@@ -248,7 +249,9 @@ impl<'s> Scoped<'s> {
         self.list_for(module, Action::View, q).await
     }
 
-    async fn list_for(&self, module: Module, action: Action, q: &ListQuery) -> Result<Page, StoreError> {
+    /// One page of the records the caller may do `action` on (view, export), presented under their field
+    /// permissions.
+    pub(crate) async fn list_for(&self, module: Module, action: Action, q: &ListQuery) -> Result<Page, StoreError> {
         let s = self.require_module(module, action)?;
         let limit = q.limit.unwrap_or(50);
         if !(1..=200).contains(&limit) {
@@ -455,15 +458,36 @@ impl<'s> Scoped<'s> {
         if errors.is_empty() { Ok(()) } else { Err(StoreError::Invalid(errors)) }
     }
 
-    pub async fn create(&self, module: Module, input: &serde_json::Map<String, serde_json::Value>) -> Result<RecordOut, StoreError> {
-        let s = self.require_module(module, Action::Create)?;
+    /// Parses a new record's input under the caller's field permissions and settles its owner (default: the
+    /// caller; anyone else must be assignable by them). Shared by create and import.
+    pub(crate) fn prepare_new(
+        &self,
+        module: Module,
+        s: &ModuleSchema,
+        input: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(BTreeMap<&'static str, Value>, UserId), StoreError> {
         let (values, owner) = self.parse_input(module, s, input, true)?;
         let owner = owner.unwrap_or(self.principal.user);
         if !self.access().may_assign_owner(module, owner) {
             return Err(StoreError::invalid("owner_id", "you may not assign records to this user"));
         }
-        let mut tx = self.db().begin_write().await?;
-        self.check_references(&mut tx, s, &values).await?;
+        Ok((values, owner))
+    }
+
+    /// Inserts one record prepared by [`Scoped::prepare_new`] inside the caller's write transaction: checks its
+    /// references, inserts it, and refuses a record of the caller's own that would fall outside their `action`
+    /// access (the caller's transaction then rolls back on drop). Writes no audit entry: create and import each
+    /// write their own. Shared by create and import.
+    pub(crate) async fn insert_record(
+        &self,
+        conn: &mut AnyConnection,
+        module: Module,
+        s: &ModuleSchema,
+        action: Action,
+        values: &BTreeMap<&'static str, Value>,
+        owner: UserId,
+    ) -> Result<RecordFacts, StoreError> {
+        self.check_references(&mut *conn, s, values).await?;
         let now = now_ms();
         let me = self.principal.user;
         let mut sql = self.db().sql();
@@ -477,14 +501,23 @@ impl<'s> Scoped<'s> {
             sql.push(", ").bind(arg_for(f, values.get(f.name).unwrap_or(&Value::Null)));
         }
         sql.push(") RETURNING id");
-        let id: i64 = sql.fetch_one(&mut *tx).await?.try_get("id")?;
-        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
-        if owner == me && !self.access().decide(module, Action::Create, &facts) {
-            // Rolled back on drop: nobody creates a record outside their own access (restriction rules included).
+        let id: i64 = sql.fetch_one(&mut *conn).await?.try_get("id")?;
+        let facts = load_facts(conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if owner == me && !self.access().decide(module, action, &facts) {
+            // Nobody creates a record outside their own access (restriction rules included).
             return Err(StoreError::Forbidden("the record would fall outside your access".into()));
         }
-        let e = AuditEntry::new(self.principal.org, Some(me), "record.create")
-            .record(module, id)
+        Ok(facts)
+    }
+
+    pub async fn create(&self, module: Module, input: &serde_json::Map<String, serde_json::Value>) -> Result<RecordOut, StoreError> {
+        let s = self.require_module(module, Action::Create)?;
+        let (values, owner) = self.prepare_new(module, s, input)?;
+        let mut tx = self.db().begin_write().await?;
+        // Any error below rolls the transaction back on drop.
+        let facts = self.insert_record(&mut tx, module, s, Action::Create, &values, owner).await?;
+        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.create")
+            .record(module, facts.record.id)
             .detail(serde_json::json!({"after": self.present(&facts.record)}));
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;

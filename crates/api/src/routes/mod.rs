@@ -1,4 +1,5 @@
 pub mod admin;
+pub mod csv;
 pub mod ops;
 pub mod records;
 pub mod session;
