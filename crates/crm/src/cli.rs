@@ -1,6 +1,6 @@
 //! Command-line interface. Every subcommand that touches data takes `--data-dir` / `--database-url`.
 
-use crate::demo;
+use crate::{admin_cli, demo};
 use crate::templates;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -58,6 +58,61 @@ pub enum Command {
     Import(ImportArgs),
     /// Export as CSV the records a user may export.
     Export(ExportArgs),
+    /// Policy as code: export the access configuration, or apply a file (atomically; `--dry-run` previews).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// May a user do an action on a record, and which rule path decides?
+    Explain {
+        /// The user whose access is explained.
+        #[arg(long)]
+        user: String,
+        /// customers, contacts, leads, opportunities, tickets or activities.
+        #[arg(long)]
+        module: String,
+        /// The record id.
+        #[arg(long)]
+        record: i64,
+        /// view, create, edit, delete, export, import, transfer or share.
+        #[arg(long, default_value = "view")]
+        action: String,
+        #[command(flatten)]
+        acting: ActingArgs,
+    },
+}
+
+/// Who a command acts as: the same permission checks as the API, audited as that user.
+#[derive(Args, Debug, Clone)]
+pub struct ActingArgs {
+    /// Organization slug (may be omitted when the database holds one organization).
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// The user whose rights the command uses.
+    #[arg(long = "as", default_value = "admin")]
+    pub as_user: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Write the access configuration (roles, scopes, field permissions, defaults, partitions and grants, sharing
+    /// and restriction rules, groups) as pretty JSON.
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        acting: ActingArgs,
+    },
+    /// Apply a policy file atomically, printing who gains and loses access.
+    Apply {
+        file: PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        acting: ActingArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +175,31 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Import(args) => import_csv(&cli.db, &args).await,
+        Command::Policy { command } => {
+            let store = cli.db.open().await?;
+            match command {
+                PolicyCommand::Export { output, acting } => {
+                    let p = admin_cli::principal(&store, acting.organization.as_deref(), &acting.as_user).await?;
+                    let text = admin_cli::export(&store, p).await?;
+                    match output {
+                        Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                        None => print!("{text}"),
+                    }
+                }
+                PolicyCommand::Apply { file, dry_run, acting } => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let p = admin_cli::principal(&store, acting.organization.as_deref(), &acting.as_user).await?;
+                    admin_cli::apply(&store, p, &text, dry_run).await?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { user, module, record, action, acting } => {
+            let store = cli.db.open().await?;
+            let p = admin_cli::principal(&store, acting.organization.as_deref(), &acting.as_user).await?;
+            let allowed = admin_cli::explain(&store, p, &user, &module, record, &action).await?;
+            Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
         Command::Export(args) => export_csv(&cli.db, &args).await,
         Command::Audit { command: AuditCommand::Verify } => {
             let store = cli.db.open().await?;
