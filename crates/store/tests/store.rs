@@ -15,3 +15,5 @@ mod support;
 mod differential;
 #[path = "store/scenarios.rs"]
 mod scenarios;
+#[path = "store/csv.rs"]
+mod csv;

@@ -27,7 +27,7 @@ use crm_policy::{
 };
 use crm_store::{ListQuery, Store, StoreError};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -206,7 +206,8 @@ fn world() -> impl Strategy<Value = WorldSpec> {
     ];
     let user = (
         prop::option::weighted(0.7, any::<u8>()),
-        prop::collection::vec(any::<u8>(), 1..=2),
+        // Usually one or two departments, sometimes none.
+        prop::collection::vec(any::<u8>(), 0..=2),
         prop::collection::vec(any::<u8>(), 0..=2),
         status,
     )
@@ -560,7 +561,7 @@ async fn build(store: &Store, raw: &Raw, foreign: &Foreign, spec: &WorldSpec, n:
         departments.push((id, parent));
     }
     let dept_ids: Vec<DeptId> = departments.iter().map(|d| d.0).collect();
-    let mut users = Vec::new();
+    let mut users: Vec<(UserId, Option<UserId>, Vec<DeptId>, Vec<i64>, UserStatus)> = Vec::new();
     for (i, u) in spec.users.iter().enumerate() {
         let manager = match (i, u.manager) {
             (0, _) | (_, None) => None,
@@ -708,12 +709,37 @@ async fn raw_batch(raw: &Raw, sql: &str) {
 
 const MODULES: [Module; 2] = [Module::Customers, Module::Contacts];
 
-/// Checks every (user, action, record) of the built world; returns the number of pairs checked.
-async fn check(store: &Store, built: &Built) -> Result<u64, String> {
+/// Pairs checked and, of those, pairs allowed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    pairs: u64,
+    allowed: u64,
+}
+
+/// Checks every (user, action, record) of the built world. Users are checked concurrently (each on its own
+/// connection); the first failure in user order is reported, so a failing world fails the same way every time.
+async fn check(store: &Store, built: &std::sync::Arc<Built>) -> Result<Tally, String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (user, ..)) in built.users.iter().enumerate() {
+        let (store, built, user) = (store.clone(), std::sync::Arc::clone(built), *user);
+        tasks.spawn(async move { (i, check_user(&store, &built, user).await) });
+    }
+    let mut results = tasks.join_all().await;
+    results.sort_by_key(|(i, _)| *i);
+    let mut total = Tally::default();
+    for (_, r) in results {
+        let t = r?;
+        total.pairs += t.pairs;
+        total.allowed += t.allowed;
+    }
+    Ok(total)
+}
+
+async fn check_user(store: &Store, built: &Built, user: UserId) -> Result<Tally, String> {
     let sys = store.unscoped_system_access();
-    let mut pairs = 0u64;
-    for (user, ..) in &built.users {
-        let principal = sys.principal_for(built.org, *user).await.map_err(|e| format!("principal_for {user}: {e}"))?;
+    let mut tally = Tally::default();
+    {
+        let principal = sys.principal_for(built.org, user).await.map_err(|e| format!("principal_for {user}: {e}"))?;
         let scoped = store.scoped(principal);
         let access = scoped.access();
         for module in MODULES {
@@ -759,7 +785,8 @@ async fn check(store: &Store, built: &Built) -> Result<u64, String> {
                         return Err(fail(format!("explain says {explained:?}, decide says {decided} for record {id}"), Some(*id)));
                     }
                 }
-                pairs += each.len() as u64;
+                tally.pairs += each.len() as u64;
+                tally.allowed += memory.len() as u64;
                 if action == Action::View {
                     match scoped.count(module, &ListQuery::default()).await {
                         Ok(n) if n == memory.len() as i64 => {}
@@ -770,7 +797,7 @@ async fn check(store: &Store, built: &Built) -> Result<u64, String> {
             }
         }
     }
-    Ok(pairs)
+    Ok(tally)
 }
 
 fn target_pairs() -> u64 {
@@ -778,7 +805,7 @@ fn target_pairs() -> u64 {
 }
 
 fn run_differential(engine: &'static str) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let target = target_pairs();
     let started = std::time::Instant::now();
     let (db, store, raw, foreign) = rt.block_on(async {
@@ -789,29 +816,40 @@ fn run_differential(engine: &'static str) {
         (db, store, raw, foreign)
     });
     let pairs = Cell::new(0u64);
+    let allowed = Cell::new(0u64);
     let cases = Cell::new(0u64);
     let worlds = Cell::new(0u64);
+    // One seed per run, printed, so a run can be replayed with PROPTEST_RNG_SEED; batch `n` uses `seed + n`.
+    let seed = match Config::default().rng_seed {
+        RngSeed::Fixed(s) => s,
+        RngSeed::Random => rand::random::<u64>() >> 1,
+    };
+    let mut batch_no = 0u64;
     while pairs.get() < target {
         // Size each batch of cases from the average so far (about 2,500 pairs a world at first).
         let per_case = if cases.get() == 0 { 2_500 } else { pairs.get() / cases.get() }.max(1);
         let batch = ((target - pairs.get()).div_ceil(per_case)).clamp(1, 10_000) as u32;
         let config = Config {
             cases: batch,
-            max_shrink_iters: 400,
-            max_shrink_time: 240_000,
+            // Every shrink step builds a world: bound the time a failure takes to report.
+            max_shrink_iters: 4_000,
+            max_shrink_time: 150_000,
             failure_persistence: None,
+            rng_seed: RngSeed::Fixed(seed.wrapping_add(batch_no)),
             ..Config::default()
         };
+        batch_no += 1;
         let mut runner = TestRunner::new(config);
         let result = runner.run(&world(), |spec| {
             worlds.set(worlds.get() + 1);
             let checked = rt.block_on(async {
-                let built = build(&store, &raw, &foreign, &spec, worlds.get()).await;
+                let built = std::sync::Arc::new(build(&store, &raw, &foreign, &spec, worlds.get()).await);
                 check(&store, &built).await.map_err(|e| format!("{e}\n\nworld (database ids):\n{built:#?}"))
             });
             match checked {
-                Ok(n) => {
-                    pairs.set(pairs.get() + n);
+                Ok(t) => {
+                    pairs.set(pairs.get() + t.pairs);
+                    allowed.set(allowed.get() + t.allowed);
                     cases.set(cases.get() + 1);
                     Ok(())
                 }
@@ -821,15 +859,19 @@ fn run_differential(engine: &'static str) {
         match result {
             Ok(()) => {}
             Err(TestError::Fail(reason, spec)) => {
-                panic!("{engine}: differential failure (shrunk)\n{reason}\n\nminimal generated world:\n{spec:#?}")
+                panic!(
+                    "{engine}: differential failure (shrunk; PROPTEST_RNG_SEED={seed} replays this run)\n{reason}\n\n\
+                     minimal generated world:\n{spec:#?}"
+                )
             }
             Err(e) => panic!("{engine}: {e}"),
         }
     }
     eprintln!(
-        "differential [{engine}]: {} (user, action, record) pairs checked in {} worlds ({:.1}s; target {target}, \
-         CRM_DIFFERENTIAL_PAIRS to change)",
+        "differential [{engine}]: {} (user, action, record) pairs checked ({} allowed) in {} worlds ({:.1}s; target \
+         {target}, CRM_DIFFERENTIAL_PAIRS to change; PROPTEST_RNG_SEED={seed})",
         pairs.get(),
+        allowed.get(),
         cases.get(),
         started.elapsed().as_secs_f64()
     );

@@ -74,7 +74,6 @@ impl Raw {
 
 /// A store on a fresh database of one engine, with a raw connection beside it.
 pub struct Env {
-    pub engine: &'static str,
     pub store: Store,
     pub raw: Raw,
     pub db: TestDatabase,
@@ -85,7 +84,7 @@ impl Env {
         let db = TestDatabase::new(engine).await;
         let store = open(&db.url).await;
         let raw = Raw::connect(&db.url).await;
-        Env { engine, store, raw, db }
+        Env { store, raw, db }
     }
 
     pub async fn close(self) {
