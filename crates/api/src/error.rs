@@ -35,6 +35,12 @@ impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> ApiError {
         ApiError { status, kind, title, detail: detail.into(), errors: Vec::new() }
     }
+    /// The same status with a more specific problem type (`/problems/<kind>`) and title.
+    pub fn kind(mut self, kind: &'static str, title: &'static str) -> ApiError {
+        self.kind = kind;
+        self.title = title;
+        self
+    }
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
     }
@@ -52,7 +58,12 @@ impl ApiError {
         ApiError { errors, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid input", detail) }
     }
     fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the server could not complete the request")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the server could not complete the request",
+        )
     }
 }
 
@@ -70,7 +81,12 @@ impl From<StoreError> for ApiError {
             }
             e if e.is_busy() => {
                 tracing::warn!("database pool timed out");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "the database is busy; retry shortly")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the database is busy; retry shortly",
+                )
             }
             StoreError::Db(e) => {
                 tracing::error!(cause = %e, "database error");
@@ -90,6 +106,11 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+        let mut r = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme to authenticate with.
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"crm\""));
+        }
+        r
     }
 }

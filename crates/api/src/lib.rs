@@ -2,10 +2,12 @@
 //! `/api/docs`), health and metrics. The only crate that knows HTTP; it reaches data only through the store's
 //! scoped handle or its named system path.
 
+pub mod client;
 pub mod error;
 pub mod extract;
 mod openapi;
 pub mod routes;
+pub mod session_cookie;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -52,7 +54,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 async fn track_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let path =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
@@ -60,6 +63,19 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     metrics::counter!("crm_http_requests_total", &labels).increment(1);
     metrics::histogram!("crm_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request's audit context (request id, client address, user agent): every audit entry the request writes
+/// carries it. The address is the peer's, or the client a trusted proxy forwarded (see [`client`]).
+async fn audit_context(req: Request, next: Next) -> Response {
+    let h = req.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(300).collect::<String>());
+    // `X-Forwarded-For` only from a trusted proxy (`client::client_ip`): a client cannot write its own address.
+    let net = req.extensions().get::<std::sync::Arc<client::NetConfig>>().cloned().unwrap_or_default();
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let ip = client::client_ip(peer, h, &net).map(|ip| ip.to_string());
+    let ctx = crm_store::RequestContext::new(text("x-request-id"), ip, text("user-agent"));
+    crm_store::with_request_context(ctx, next.run(req)).await
 }
 
 async fn not_found() -> ApiError {
@@ -77,26 +93,85 @@ async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
     if is_problem || status.is_success() || status.is_redirection() || status.is_informational() {
         return response;
     }
-    match status {
+    let (kind, title, fixed_detail) = match status {
         StatusCode::METHOD_NOT_ALLOWED => {
-            ApiError::new(status, "method-not-allowed", "Method not allowed", "this resource does not support that method").into_response()
+            ("method-not-allowed", "Method not allowed", Some("this resource does not support that method"))
         }
         StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(status, "payload-too-large", "Payload too large", "the request body is too large").into_response()
+            ("payload-too-large", "Payload too large", Some("the request body is too large"))
         }
-        _ => response,
+        // axum's own rejections (a malformed path or query string) are plain text: they get the problem shape too.
+        StatusCode::NOT_FOUND => ("not-found", "Not found", None),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type", None),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid-body", "Invalid body", None),
+        s if s.is_client_error() => ("bad-request", "Bad request", None),
+        _ => return response,
+    };
+    if fixed_detail.is_none() && !is_plain_text(&response) {
+        return response;
     }
+    let (parts, body) = response.into_parts();
+    let detail = match fixed_detail {
+        Some(d) => d.to_string(),
+        None => match axum::body::to_bytes(body, 4096).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => String::new(),
+        },
+    };
+    // Keep the original headers (`Allow` on 405, `Retry-After`, …) except the body's own.
+    let mut problem = ApiError::new(status, kind, title, detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
+}
+
+fn is_plain_text(response: &Response) -> bool {
+    response.headers().get(axum::http::header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
 }
 
 fn panic_to_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the server could not complete the request").into_response()
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the server could not complete the request",
+    )
+    .into_response()
 }
 
-/// The whole application router.
+/// The whole application router, with the default network settings (no trusted proxy).
 pub fn router(state: AppState) -> Router {
-    use routes::{admin, ops, records, session};
+    router_with(state, client::NetConfig::default())
+}
+
+/// The whole application router with the HTTP edge's network settings (trusted proxies, secure cookies).
+pub fn router_with(state: AppState, net: client::NetConfig) -> Router {
+    use routes::{account, admin, ops, records, security, session};
     let api = Router::new()
+        .route("/api/v1/session/mfa", post(session::complete_mfa))
+        .route("/api/v1/session/step-up", post(account::step_up))
+        .route("/api/v1/me/password", post(account::change_password))
+        .route("/api/v1/me/sessions", get(account::sessions).delete(account::sign_out_everywhere))
+        .route("/api/v1/me/sessions/{id}", axum::routing::delete(account::end_session))
+        .route("/api/v1/me/sign-ins", get(account::sign_ins))
+        .route("/api/v1/me/tokens", get(account::tokens).post(account::create_token))
+        .route("/api/v1/me/tokens/{id}", axum::routing::delete(account::revoke_token))
+        .route("/api/v1/me/mfa", get(account::mfa))
+        .route("/api/v1/me/mfa/totp", post(account::totp_begin))
+        .route("/api/v1/me/mfa/totp/confirm", post(account::totp_confirm))
+        .route("/api/v1/me/mfa/totp/disable", post(account::totp_disable))
+        .route("/api/v1/me/mfa/recovery-codes", post(account::recovery_codes))
+        .route("/api/v1/admin/security", get(security::get_settings).put(security::put_settings))
+        .route("/api/v1/admin/sign-ins", get(security::sign_ins))
+        .route("/api/v1/admin/users/{id}/security", get(security::user_security))
+        .route("/api/v1/admin/users/{id}/password", post(security::reset_password))
+        .route("/api/v1/admin/users/{id}/unlock", post(security::unlock))
+        .route("/api/v1/admin/users/{id}/mfa/reset", post(security::reset_mfa))
+        .route("/api/v1/admin/users/{id}/sessions", axum::routing::delete(security::end_sessions))
         .route("/api/v1/admin/policy", get(admin::get_policy).put(admin::put_policy))
         .route("/api/v1/admin/users", get(admin::list_users).post(admin::create_user))
         .route("/api/v1/admin/users/{id}", axum::routing::patch(admin::update_user))
@@ -105,6 +180,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/departments/{id}", axum::routing::patch(admin::move_department))
         .route("/api/v1/admin/explain", get(admin::explain))
         .route("/api/v1/admin/access/{module}/{id}", get(admin::who_can_see))
+        .route("/api/v1/audit/events", get(routes::audit::events))
+        .route("/api/v1/audit/export", get(routes::audit::export))
         .route("/api/v1/session", post(session::sign_in).delete(session::sign_out))
         .route("/api/v1/me", get(session::me))
         .route("/api/v1/{module}", get(records::list).post(records::create))
@@ -134,11 +211,14 @@ pub fn router(state: AppState) -> Router {
         // The body limit sits inside the problem middleware so its 413 becomes a problem document too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_plain_errors))
+        .layer(middleware::from_fn(audit_context))
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost, so every layer and handler (the audit context, the extractors) sees the network settings.
+        .layer(axum::Extension(std::sync::Arc::new(net)))
         .with_state(state)
 }
 
@@ -158,6 +238,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());

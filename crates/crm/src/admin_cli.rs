@@ -11,7 +11,9 @@ pub async fn principal(store: &Store, organization: Option<&str>, username: &str
     let sys = store.unscoped_system_access();
     let orgs = sys.organizations().await?;
     let org = match organization {
-        Some(slug) => orgs.iter().find(|(_, s)| s == slug).map(|(id, _)| *id).ok_or_else(|| anyhow!("no organization {slug}"))?,
+        Some(slug) => {
+            orgs.iter().find(|(_, s)| s == slug).map(|(id, _)| *id).ok_or_else(|| anyhow!("no organization {slug}"))?
+        }
         None if orgs.len() == 1 => orgs[0].0,
         None => bail!("several organizations exist: name one with --organization"),
     };
@@ -30,7 +32,10 @@ pub async fn export(store: &Store, p: Principal) -> anyhow::Result<String> {
     let (policy, version) = store.scoped(p).admin_policy().await?;
     let mut doc = serde_json::to_value(&policy)?;
     if let Some(obj) = doc.as_object_mut() {
-        obj.insert("$comment".into(), format!("CRM access policy, version {version}. Apply with `crm policy apply FILE --dry-run`.").into());
+        obj.insert(
+            "$comment".into(),
+            format!("CRM access policy, version {version}. Apply with `crm policy apply FILE --dry-run`.").into(),
+        );
     }
     Ok(serde_json::to_string_pretty(&doc)? + "\n")
 }
@@ -41,7 +46,8 @@ pub async fn apply(store: &Store, p: Principal, text: &str, dry_run: bool) -> an
     if let Some(obj) = doc.as_object_mut() {
         obj.remove("$comment");
     }
-    let policy: PolicyConfig = serde_json::from_value(doc).context("the policy file does not match the policy format")?;
+    let policy: PolicyConfig =
+        serde_json::from_value(doc).context("the policy file does not match the policy format")?;
     let change = store.scoped(p).admin_set_policy(&policy, dry_run).await?;
     if change.changes.is_empty() {
         println!("No user's access changes.");
@@ -61,7 +67,14 @@ pub async fn apply(store: &Store, p: Principal, text: &str, dry_run: bool) -> an
 }
 
 /// May `user` do `action` on a record, and why.
-pub async fn explain(store: &Store, p: Principal, user: &str, module: &str, record: i64, action: &str) -> anyhow::Result<bool> {
+pub async fn explain(
+    store: &Store,
+    p: Principal,
+    user: &str,
+    module: &str,
+    record: i64,
+    action: &str,
+) -> anyhow::Result<bool> {
     let module: Module = module.parse().map_err(|_| anyhow!("unknown module {module}"))?;
     let action: Action = action.parse().map_err(|_| anyhow!("unknown action {action}"))?;
     let sys = store.unscoped_system_access();

@@ -1,7 +1,7 @@
 //! Command-line interface. Every subcommand that touches data takes `--data-dir` / `--database-url`.
 
-use crate::{admin_cli, demo};
 use crate::templates;
+use crate::{admin_cli, demo};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use crm_store::{DatabaseUrl, NewUser, Store};
@@ -30,6 +30,10 @@ pub struct DbArgs {
     /// postgres://user@host/db (or sqlite://path) instead of SQLite in --data-dir.
     #[arg(long, global = true, env = "CRM_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The audit checkpoint signing key (Ed25519), kept outside the database; created on first start.
+    /// Default: `<data-dir>/audit-signing.key`.
+    #[arg(long, global = true, env = "CRM_AUDIT_KEY", value_name = "FILE")]
+    pub audit_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +46,13 @@ pub enum Command {
         /// Create the demo organization (if missing) and print its sign-ins.
         #[arg(long)]
         demo: bool,
+        /// A reverse proxy (CIDR or address) whose X-Forwarded-For and X-Forwarded-Proto are believed; repeatable.
+        /// Without one, the client address is the TCP peer's.
+        #[arg(long = "trusted-proxy", env = "CRM_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+        trusted_proxy: Vec<String>,
+        /// Always mark session cookies Secure (TLS is terminated in front of the server without X-Forwarded-Proto).
+        #[arg(long, env = "CRM_SECURE_COOKIES")]
+        secure_cookies: bool,
     },
     /// Create the demo organization (if missing) and exit.
     Demo {
@@ -49,10 +60,23 @@ pub enum Command {
         #[arg(long, default_value_t = 1200)]
         customers: usize,
     },
+    /// Generate the benchmark organization `bench` (deterministic by seed) into an empty database.
+    Generate {
+        /// s: 10,000 customers; m: 100,000; l: 1,000,000 customers, 2,000,000 contacts, 10,000 users.
+        #[arg(long, value_enum, default_value = "s")]
+        scale: crate::generate::Scale,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Account recovery for operators with access to the database (break-glass).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
     },
     /// Import records from a CSV file, acting with a user's permissions (all rows or none).
     Import(ImportArgs),
@@ -94,6 +118,20 @@ pub struct ActingArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Give a user a one-time password (printed once, changed at sign-in), lift their lockout and lock, remove
+    /// their second factor, and end their sessions and API tokens. Audited.
+    Recover {
+        /// The username.
+        #[arg(long)]
+        user: String,
+        /// Organization slug (may be omitted when the database holds one organization).
+        #[arg(long)]
+        organization: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
     /// Write the access configuration (roles, scopes, field permissions, defaults, partitions and grants, sharing
     /// and restriction rules, groups) as pretty JSON.
@@ -115,18 +153,20 @@ pub enum PolicyCommand {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum AuditCommand {
-    /// Check every link of every organization's audit chain; exit code 0 only when intact.
-    Verify,
-}
+pub use crate::audit_cli::AuditCommand;
 
 impl DbArgs {
+    /// The audit signing key file: `--audit-key`, or `audit-signing.key` in the data folder.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit_key.clone().unwrap_or_else(|| self.data_dir.join("audit-signing.key"))
+    }
+
     pub fn url(&self) -> anyhow::Result<DatabaseUrl> {
         if let Some(url) = &self.database_url {
             return DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("{e}"));
         }
-        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("creating data folder {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data folder {}", self.data_dir.display()))?;
         Ok(DatabaseUrl::sqlite_file(&self.data_dir.join("crm.db")))
     }
 
@@ -137,7 +177,8 @@ impl DbArgs {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRM_LOG").unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRM_LOG")
+        .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -166,7 +207,14 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, demo } => serve(&cli.db, listen, demo).await,
+        Command::Serve { listen, demo, trusted_proxy, secure_cookies } => {
+            let mut net = crm_api::client::NetConfig { trusted_proxies: Vec::new(), secure_cookies };
+            for p in &trusted_proxy {
+                net.trusted_proxies
+                    .push(crm_store::auth::parse_network(p).map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?);
+            }
+            serve(&cli.db, listen, demo, net).await
+        }
         Command::Demo { customers } => {
             let store = cli.db.open().await?;
             let org = demo::ensure_demo(&store, customers).await?;
@@ -174,6 +222,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("demo organization id {}", org.org);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Generate { scale, seed } => generate(&cli.db, scale, seed).await,
         Command::Import(args) => import_csv(&cli.db, &args).await,
         Command::Policy { command } => {
             let store = cli.db.open().await?;
@@ -182,7 +231,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     let p = admin_cli::principal(&store, acting.organization.as_deref(), &acting.as_user).await?;
                     let text = admin_cli::export(&store, p).await?;
                     match output {
-                        Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                        Some(path) => {
+                            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
+                        }
                         None => print!("{text}"),
                     }
                 }
@@ -201,22 +252,49 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         Command::Export(args) => export_csv(&cli.db, &args).await,
-        Command::Audit { command: AuditCommand::Verify } => {
+        Command::Audit { command } => crate::audit_cli::run(&cli.db, command).await,
+        Command::Account { command: AccountCommand::Recover { user, organization } } => {
             let store = cli.db.open().await?;
-            let sys = store.unscoped_system_access();
-            let mut intact = true;
-            for (org, slug) in sys.organizations().await? {
-                match sys.verify_audit(org).await? {
-                    None => println!("{slug}: audit chain intact"),
-                    Some((seq, problem)) => {
-                        intact = false;
-                        println!("{slug}: FIRST BAD ENTRY seq {seq}: {problem}");
-                    }
-                }
-            }
-            Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            let p = act_as(&store, organization.as_deref(), &user).await?;
+            let password = store.unscoped_system_access().recover_account(p.org, p.user).await?;
+            println!("{user}: one-time password (shown once, change it at sign-in): {password}");
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn generate(db: &DbArgs, scale: crate::generate::Scale, seed: u64) -> anyhow::Result<ExitCode> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let store = db.open().await?;
+    let started = std::time::Instant::now();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let progress = |phase: &str, done: u64, total: u64| {
+        bar.set_prefix(phase.to_string());
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let result = crate::generate::generate(&store, scale, seed, &progress).await;
+    bar.finish_and_clear();
+    let g = result?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "generated organization {:?} (id {}) at scale {scale:?}, seed {seed}, in {secs:.1} s: {} users, {} departments, {:?}, {} shares, {} team memberships",
+        crate::generate::BENCH_SLUG,
+        g.org,
+        g.users,
+        g.departments,
+        g.records,
+        g.shares,
+        g.team
+    );
+    println!("every user's password: {}", crate::generate::BENCH_PASSWORD);
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_demo_sign_ins(url: Option<&str>) {
@@ -237,7 +315,12 @@ async fn first_start(store: &Store) -> anyhow::Result<()> {
     if sys.organization_count().await? > 0 {
         return Ok(());
     }
-    let org = sys.create_organization("default", "My organization", &templates::standard_policy()).await?;
+    // A real organization starts with a second factor required of administrators (the demo does not).
+    let mut policy = templates::standard_policy();
+    for role in policy.roles.iter_mut().filter(|r| r.id == templates::ROLE_ADMIN) {
+        role.require_mfa = true;
+    }
+    let org = sys.create_organization("default", "My organization", &policy).await?;
     let root = sys.create_department(org, None, "总公司 Headquarters").await?;
     let password = hex_password();
     sys.create_user(
@@ -255,7 +338,10 @@ async fn first_start(store: &Store) -> anyhow::Result<()> {
     )
     .await?;
     println!("\nFirst start: created organization \"default\" with administrator `admin`.");
-    println!("One-time password (shown once, change it at first sign-in): {password}\n");
+    println!("One-time password (shown once, change it at first sign-in): {password}");
+    println!(
+        "Administrators need a second factor: after the password change, enrol an authenticator app\n(POST /api/v1/me/mfa/totp, then /api/v1/me/mfa/totp/confirm).\n"
+    );
     Ok(())
 }
 
@@ -264,22 +350,35 @@ fn hex_password() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn serve(db: &DbArgs, listen: SocketAddr, with_demo: bool) -> anyhow::Result<ExitCode> {
+async fn serve(
+    db: &DbArgs,
+    listen: SocketAddr,
+    with_demo: bool,
+    net: crm_api::client::NetConfig,
+) -> anyhow::Result<ExitCode> {
     let store = db.open().await?;
     if with_demo {
         demo::ensure_demo(&store, 1200).await?;
     } else {
         first_start(&store).await?;
     }
+    // The audit checkpoint signer: its key lives outside the database.
+    let signer = crate::audit_cli::start_signing(&store, &db.audit_key_path()).await?;
+    let checkpointer = crate::audit_cli::spawn_checkpointer(store.clone(), std::sync::Arc::clone(&signer));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     let state = crm_api::AppState { store: store.clone(), metrics: crm_api::metrics_handle() };
-    let app = crm_api::router(state);
+    let app = crm_api::router_with(state, net);
     if with_demo {
         print_demo_sign_ins(Some(&format!("http://{local}")));
     }
     tracing::info!(%local, engine = ?store.engine(), "serving");
     crm_api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
+    checkpointer.abort();
+    // A last checkpoint, so a clean stop leaves the whole trail signed.
+    if let Err(e) = store.unscoped_system_access().audit_checkpoint_all(&signer).await {
+        tracing::warn!(error = %e, "final audit checkpoint failed");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -350,13 +449,18 @@ pub struct ExportArgs {
 async fn act_as(store: &Store, slug: Option<&str>, username: &str) -> anyhow::Result<crm_store::Principal> {
     let sys = store.unscoped_system_access();
     let org = match slug {
-        Some(slug) => sys.organization_by_slug(slug).await?.ok_or_else(|| anyhow::anyhow!("no organization {slug:?}"))?,
+        Some(slug) => {
+            sys.organization_by_slug(slug).await?.ok_or_else(|| anyhow::anyhow!("no organization {slug:?}"))?
+        }
         None => match sys.organizations().await?.as_slice() {
             [(id, _)] => *id,
             [] => anyhow::bail!("the database holds no organization yet"),
             several => {
                 let slugs: Vec<&str> = several.iter().map(|(_, s)| s.as_str()).collect();
-                anyhow::bail!("the database holds several organizations ({}): choose one with --organization SLUG", slugs.join(", "))
+                anyhow::bail!(
+                    "the database holds several organizations ({}): choose one with --organization SLUG",
+                    slugs.join(", ")
+                )
             }
         },
     };
@@ -374,7 +478,11 @@ fn print_store_error(what: &str, username: &str, module: crm_domain::Module, e: 
     use crm_store::StoreError;
     match e {
         StoreError::Invalid(errors) => {
-            eprintln!("error: {what} refused, nothing was written ({} problem{}):", errors.len(), if errors.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "error: {what} refused, nothing was written ({} problem{}):",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
             for err in errors {
                 eprintln!("  {}: {}", err.field, err.message);
             }
@@ -413,7 +521,12 @@ async fn import_csv(db: &DbArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> 
     store.close().await;
     match result {
         Ok(report) => {
-            println!("imported {} records into {module} from {} as {}", report.created, args.file.display(), args.as_user);
+            println!(
+                "imported {} records into {module} from {} as {}",
+                report.created,
+                args.file.display(),
+                args.as_user
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -426,7 +539,13 @@ async fn import_csv(db: &DbArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> 
 /// Percent-encodes a query-string component.
 fn query_component(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -435,7 +554,8 @@ async fn export_csv(db: &DbArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> 
     // The list API's own parser, so the CLI accepts exactly what `?q=&filter=` accepts.
     let mut raw: Vec<String> = args.filters.iter().map(|f| format!("filter={}", query_component(f))).collect();
     raw.extend(args.q.iter().map(|q| format!("q={}", query_component(q))));
-    let q = crm_api::routes::records::parse_list_query(module, Some(&raw.join("&"))).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    let q = crm_api::routes::records::parse_list_query(module, Some(&raw.join("&")))
+        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
     let store = db.open().await?;
     let principal = act_as(&store, args.organization.as_deref(), &args.as_user).await?;
     let result = store.scoped(principal).export_csv(module, &q).await;
@@ -456,7 +576,10 @@ async fn export_csv(db: &DbArgs, args: &ExportArgs) -> anyhow::Result<ExitCode> 
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            out.write_all(bom.as_bytes()).and_then(|()| out.write_all(text.as_bytes())).and_then(|()| out.flush()).context("writing the CSV")?;
+            out.write_all(bom.as_bytes())
+                .and_then(|()| out.write_all(text.as_bytes()))
+                .and_then(|()| out.flush())
+                .context("writing the CSV")?;
             eprintln!("exported {rows} records of {module} as {}", args.as_user);
         }
     }

@@ -3,7 +3,9 @@
 //! read-only auditor and a regional analyst, and a few thousand realistic records. Deterministic: the same seed
 //! gives the same organization.
 
-use crate::templates::{self, ROLE_ADMIN, ROLE_ANALYST, ROLE_AUDITOR, ROLE_DIRECTOR, ROLE_MANAGER, ROLE_REP, ROLE_SERVICE};
+use crate::templates::{
+    self, ROLE_ADMIN, ROLE_ANALYST, ROLE_AUDITOR, ROLE_DIRECTOR, ROLE_MANAGER, ROLE_REP, ROLE_SERVICE,
+};
 use crm_domain::{Module, OrgId, UserId, Value};
 use crm_store::{NewUser, Store, StoreError};
 use std::collections::BTreeMap;
@@ -21,16 +23,32 @@ pub struct Persona {
 }
 
 pub const PERSONAS: &[Persona] = &[
-    Persona { username: "admin", name: "系统管理员 Administrator", sees: "everything; manages users, roles and rules" },
-    Persona { username: "auditor", name: "审计员 Auditor (read-only)", sees: "everything, read-only; the audit trail" },
-    Persona { username: "director", name: "销售总监 Sales director", sees: "every record of the sales department tree" },
+    Persona {
+        username: "admin", name: "系统管理员 Administrator", sees: "everything; manages users, roles and rules"
+    },
+    Persona {
+        username: "auditor", name: "审计员 Auditor (read-only)", sees: "everything, read-only; the audit trail"
+    },
+    Persona {
+        username: "director",
+        name: "销售总监 Sales director",
+        sees: "every record of the sales department tree",
+    },
     Persona { username: "manager.north", name: "华北销售经理 North manager", sees: "the 华北 team's records" },
     Persona { username: "rep.north1", name: "华北销售代表 North rep", sees: "own records only" },
     Persona { username: "rep.north2", name: "华北销售代表 North rep", sees: "own records only" },
-    Persona { username: "manager.east", name: "华东销售经理 East manager", sees: "the 华东 team's records; key accounts (read)" },
+    Persona {
+        username: "manager.east",
+        name: "华东销售经理 East manager",
+        sees: "the 华东 team's records; key accounts (read)",
+    },
     Persona { username: "rep.east1", name: "华东销售代表 East rep", sees: "own records only" },
     Persona { username: "rep.east2", name: "华东销售代表 East rep", sees: "own records only" },
-    Persona { username: "manager.south", name: "华南销售经理 South manager", sees: "the 华南 team's records; key accounts (read)" },
+    Persona {
+        username: "manager.south",
+        name: "华南销售经理 South manager",
+        sees: "the 华南 team's records; key accounts (read)",
+    },
     Persona { username: "rep.south1", name: "华南销售代表 South rep", sees: "own records only" },
     Persona { username: "rep.south2", name: "华南销售代表 South rep", sees: "own records only" },
     Persona {
@@ -39,7 +57,11 @@ pub const PERSONAS: &[Persona] = &[
         sees: "all customers except government ones (read-only, phone masked), all tickets, no opportunities",
     },
     Persona { username: "service2", name: "客服专员 Customer service", sees: "as service1" },
-    Persona { username: "analyst.east", name: "华东区域分析师 East analyst", sees: "own records plus 华东 customers and opportunities, read-only" },
+    Persona {
+        username: "analyst.east",
+        name: "华东区域分析师 East analyst",
+        sees: "own records plus 华东 customers and opportunities, read-only",
+    },
 ];
 
 pub fn password_for(username: &str) -> &'static str {
@@ -68,8 +90,10 @@ impl Rng {
     }
 }
 
-const CITIES: &[&str] = &["北京", "天津", "上海", "杭州", "南京", "苏州", "广州", "深圳", "厦门", "石家庄", "宁波", "东莞"];
-const BRANDS: &[&str] = &["华信", "恒通", "瑞达", "中科", "新元", "博远", "众诚", "海纳", "天成", "启明", "嘉禾", "锐思", "德胜", "鼎盛"];
+const CITIES: &[&str] =
+    &["北京", "天津", "上海", "杭州", "南京", "苏州", "广州", "深圳", "厦门", "石家庄", "宁波", "东莞"];
+const BRANDS: &[&str] =
+    &["华信", "恒通", "瑞达", "中科", "新元", "博远", "众诚", "海纳", "天成", "启明", "嘉禾", "锐思", "德胜", "鼎盛"];
 const TRADES: &[(&str, &str)] = &[
     ("科技", "technology"),
     ("制造", "manufacturing"),
@@ -80,13 +104,25 @@ const TRADES: &[(&str, &str)] = &[
     ("教育", "education"),
     ("能源", "energy"),
 ];
-const EN_NAMES: &[&str] = &["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Soylent", "Hooli", "Vandelay", "Wonka"];
+const EN_NAMES: &[&str] =
+    &["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Soylent", "Hooli", "Vandelay", "Wonka"];
 const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱"];
-const GIVEN: &[&str] = &["伟", "芳", "娜", "敏", "静", "磊", "洋", "勇", "艳", "杰", "涛", "明", "超", "丽", "强", "婷"];
-const EN_PEOPLE: &[&str] = &["Alice Chen", "Bob Li", "Carol Wang", "David Zhang", "Emma Liu", "Frank Zhou", "Grace Wu", "Henry Sun"];
+const GIVEN: &[&str] =
+    &["伟", "芳", "娜", "敏", "静", "磊", "洋", "勇", "艳", "杰", "涛", "明", "超", "丽", "强", "婷"];
+const EN_PEOPLE: &[&str] =
+    &["Alice Chen", "Bob Li", "Carol Wang", "David Zhang", "Emma Liu", "Frank Zhou", "Grace Wu", "Henry Sun"];
 const BUSINESS_LINES: &[&str] = &["云服务", "企业软件", "智能硬件"];
 const TITLES: &[&str] = &["总经理", "采购经理", "IT 总监", "财务总监", "CTO", "Procurement Lead", "运营主管"];
-const SUBJECTS: &[&str] = &["系统无法登录", "发票开具问题", "设备故障报修", "合同续签咨询", "数据导出失败", "培训需求", "Invoice correction", "API rate limit"];
+const SUBJECTS: &[&str] = &[
+    "系统无法登录",
+    "发票开具问题",
+    "设备故障报修",
+    "合同续签咨询",
+    "数据导出失败",
+    "培训需求",
+    "Invoice correction",
+    "API rate limit",
+];
 
 fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
@@ -115,7 +151,12 @@ pub struct DemoOrg {
 pub async fn ensure_demo(store: &Store, scale: usize) -> Result<DemoOrg, StoreError> {
     let sys = store.unscoped_system_access();
     if let Some(org) = sys.organization_by_slug(DEMO_SLUG).await? {
-        let users = sys.user_ids(org).await?.into_iter().filter_map(|(name, id)| PERSONAS.iter().find(|p| p.username == name).map(|p| (p.username, id))).collect();
+        let users = sys
+            .user_ids(org)
+            .await?
+            .into_iter()
+            .filter_map(|(name, id)| PERSONAS.iter().find(|p| p.username == name).map(|p| (p.username, id)))
+            .collect();
         return Ok(DemoOrg { org, users });
     }
     let org = sys.create_organization(DEMO_SLUG, "示例科技有限公司 Demo Co.", &templates::standard_policy()).await?;
@@ -128,7 +169,12 @@ pub async fn ensure_demo(store: &Store, scale: usize) -> Result<DemoOrg, StoreEr
     let admin_dept = sys.create_department(org, Some(hq), "管理部 Administration").await?;
 
     let mut users = BTreeMap::new();
-    let add = async |username: &'static str, display: &str, dept: i64, role: i64, manager: Option<UserId>| -> Result<UserId, StoreError> {
+    let add = async |username: &'static str,
+                     display: &str,
+                     dept: i64,
+                     role: i64,
+                     manager: Option<UserId>|
+           -> Result<UserId, StoreError> {
         let id = sys
             .create_user(
                 org,
@@ -173,7 +219,12 @@ pub async fn ensure_demo(store: &Store, scale: usize) -> Result<DemoOrg, StoreEr
 }
 
 /// Seeds `scale` customers (default demo: 1,200) with contacts, opportunities, tickets, leads and activities.
-async fn seed_records(store: &Store, org: OrgId, users: &BTreeMap<&'static str, UserId>, scale: usize) -> Result<(), StoreError> {
+async fn seed_records(
+    store: &Store,
+    org: OrgId,
+    users: &BTreeMap<&'static str, UserId>,
+    scale: usize,
+) -> Result<(), StoreError> {
     let sys = store.unscoped_system_access();
     let mut rng = Rng::new(2026);
     let regions = [
@@ -285,7 +336,10 @@ async fn seed_records(store: &Store, org: OrgId, users: &BTreeMap<&'static str, 
             let kind = *rng.pick(crm_domain::ACTIVITY_KINDS);
             let fields = BTreeMap::from([
                 ("kind", text(kind)),
-                ("subject", text(format!("{}: {}", kind, ["拜访客户", "电话回访", "发送报价", "需求调研"][rng.below(4)]))),
+                (
+                    "subject",
+                    text(format!("{}: {}", kind, ["拜访客户", "电话回访", "发送报价", "需求调研"][rng.below(4)])),
+                ),
                 ("due_date", text(format!("2026-12-{:02}", 1 + rng.below(28)))),
                 ("account_id", Value::Int(customer_ids[c])),
             ]);

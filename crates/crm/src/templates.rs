@@ -4,8 +4,8 @@
 
 use crm_domain::{Action, Module};
 use crm_policy::{
-    CmpOp, Criterion, Dimension, FieldAccess, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RestrictionRule, Role,
-    RuleSource, Scope, SharingRule,
+    CmpOp, Criterion, Dimension, FieldAccess, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig,
+    RestrictionRule, Role, RuleSource, Scope, SharingRule,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,7 +43,8 @@ fn role(id: i64, name: &str, description: &str, permissions: BTreeMap<Module, BT
 }
 
 const ALL_ACTIONS: &[Action] = &Action::ALL;
-const WORK: &[Action] = &[Action::View, Action::Create, Action::Edit, Action::Delete, Action::Export, Action::Transfer, Action::Share];
+const WORK: &[Action] =
+    &[Action::View, Action::Create, Action::Edit, Action::Delete, Action::Export, Action::Transfer, Action::Share];
 const OWN_WORK: &[Action] = &[Action::View, Action::Create, Action::Edit, Action::Share];
 const VIEW: &[Action] = &[Action::View];
 
@@ -137,17 +138,28 @@ pub fn standard_policy() -> PolicyConfig {
             ("email".to_string(), FieldAccess::Masked),
         ]),
     );
-    service.fields.insert(Contacts, BTreeMap::from([("phone".to_string(), FieldAccess::Masked), ("email".to_string(), FieldAccess::Masked)]));
+    service.fields.insert(
+        Contacts,
+        BTreeMap::from([("phone".to_string(), FieldAccess::Masked), ("email".to_string(), FieldAccess::Masked)]),
+    );
     service.reveal = [Customers, Contacts].into_iter().collect();
 
     let analyst = role(
         ROLE_ANALYST,
         "区域分析师 Regional analyst",
         "Own records only; partition grants add read-only regions.",
-        perms(&[(Customers, OWN_WORK, Scope::Own), (Opportunities, OWN_WORK, Scope::Own), (Contacts, VIEW, Scope::Own)]),
+        perms(&[
+            (Customers, OWN_WORK, Scope::Own),
+            (Opportunities, OWN_WORK, Scope::Own),
+            (Contacts, VIEW, Scope::Own),
+        ]),
     );
 
-    let dims = [("region", "区域 Region"), ("customer_type", "客户类型 Customer type"), ("business_line", "业务线 Business line")];
+    let dims = [
+        ("region", "区域 Region"),
+        ("customer_type", "客户类型 Customer type"),
+        ("business_line", "业务线 Business line"),
+    ];
     PolicyConfig {
         roles: vec![admin, auditor, director, manager, rep, service, analyst],
         defaults: BTreeMap::from([(Contacts, OrgDefault::ControlledByParent)]),
@@ -179,13 +191,22 @@ pub fn demo_policy(analyst: i64, key_account_members: Vec<i64>) -> PolicyConfig 
         partitions: BTreeMap::from([("region".to_string(), vec!["华东".to_string()])]),
         level: crm_domain::Level::Read,
     });
-    p.groups.push(Group { id: GROUP_KEY_ACCOUNTS, name: "大客户小组 Key accounts".into(), users: key_account_members, departments: Vec::new() });
+    p.groups.push(Group {
+        id: GROUP_KEY_ACCOUNTS,
+        name: "大客户小组 Key accounts".into(),
+        users: key_account_members,
+        departments: Vec::new(),
+    });
     p.sharing_rules.push(SharingRule {
         id: 1,
         name: "大客户共享 Key accounts (revenue over ¥100M) shared with the key-account group".into(),
         module: Module::Customers,
         source: RuleSource::Criteria {
-            criteria: vec![Criterion { field: "annual_revenue".into(), op: CmpOp::Gt, value: 10_000_000_000i64.into() }],
+            criteria: vec![Criterion {
+                field: "annual_revenue".into(),
+                op: CmpOp::Gt,
+                value: 10_000_000_000i64.into(),
+            }],
         },
         share_with: Grantee::Group { id: GROUP_KEY_ACCOUNTS },
         level: crm_domain::Level::Read,

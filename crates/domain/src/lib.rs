@@ -7,8 +7,8 @@ mod value;
 
 pub use module::{Action, Level, Module};
 pub use schema::{
-    ACTIVITY_KINDS, CUSTOMER_TYPES, FieldDef, FieldKind, LEAD_STATUSES, ModuleSchema, PRIORITIES, REGIONS, STAGES, TICKET_STATUSES,
-    schema,
+    ACTIVITY_KINDS, CUSTOMER_TYPES, FieldDef, FieldKind, LEAD_STATUSES, ModuleSchema, PRIORITIES, REGIONS, STAGES,
+    TICKET_STATUSES, schema,
 };
 pub use value::{Record, Value, ValueError};
 

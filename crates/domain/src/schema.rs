@@ -6,7 +6,9 @@ use crate::{Module, Value, ValueError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     /// Free text up to `max` characters.
-    Text { max: usize },
+    Text {
+        max: usize,
+    },
     Email,
     Phone,
     /// Whole number.

@@ -288,7 +288,10 @@ impl Access {
                 let held = self.scopes(*module, *action);
                 let covered = self.modify_all && module.is_record_module() || held.iter().any(|h| h.covers(*scope));
                 if !covered {
-                    return Err(format!("role {}: {module} {action} with scope {scope:?} is beyond your own rights", role.name));
+                    return Err(format!(
+                        "role {}: {module} {action} with scope {scope:?} is beyond your own rights",
+                        role.name
+                    ));
                 }
             }
         }

@@ -243,7 +243,8 @@ impl PolicyConfig {
                 return Err(invalid(format!("partition grant {}: names no partition", g.id)));
             }
             for (key, values) in &g.partitions {
-                self.dimension(key).ok_or_else(|| invalid(format!("partition grant {}: unknown dimension {key}", g.id)))?;
+                self.dimension(key)
+                    .ok_or_else(|| invalid(format!("partition grant {}: unknown dimension {key}", g.id)))?;
                 if values.is_empty() {
                     return Err(invalid(format!("partition grant {}: dimension {key} has no value", g.id)));
                 }
@@ -290,7 +291,11 @@ impl PolicyConfig {
 
     /// The fields of `module` a grant's partitions refer to, or `None` when the module lacks one of them (the
     /// grant then does not apply to that module).
-    pub(crate) fn partition_fields(&self, module: Module, grant: &PartitionGrant) -> Option<Vec<(String, Vec<String>)>> {
+    pub(crate) fn partition_fields(
+        &self,
+        module: Module,
+        grant: &PartitionGrant,
+    ) -> Option<Vec<(String, Vec<String>)>> {
         if !grant.modules.is_empty() && !grant.modules.contains(&module) {
             return None;
         }
@@ -351,10 +356,10 @@ impl Criterion {
                 }
                 (true, _) => Err(format!("{}: must be a whole number", self.field)),
                 (false, serde_json::Value::String(t)) => {
-                    if let FieldKind::Enum(codes) = kind {
-                        if !codes.contains(&t.as_str()) {
-                            return Err(format!("{}: must be one of {}", self.field, codes.join(", ")));
-                        }
+                    if let FieldKind::Enum(codes) = kind
+                        && !codes.contains(&t.as_str())
+                    {
+                        return Err(format!("{}: must be one of {}", self.field, codes.join(", ")));
                     }
                     Ok(Value::Text(t.clone()))
                 }

@@ -53,9 +53,9 @@ pub(crate) fn eval(pred: &Pred, facts: &RecordFacts, dir: &Directory) -> bool {
         Pred::Or(items) => items.iter().any(|p| eval(p, facts, dir)),
         Pred::Because(_, p) => eval(p, facts, dir),
         Pred::OwnerIn(users) => users.binary_search(&r.owner_id).is_ok(),
-        Pred::OwnerInDepartments(depts) => dir
-            .user(r.owner_id)
-            .is_some_and(|u| u.departments.iter().any(|d| depts.binary_search(d).is_ok())),
+        Pred::OwnerInDepartments(depts) => {
+            dir.user(r.owner_id).is_some_and(|u| u.departments.iter().any(|d| depts.binary_search(d).is_ok()))
+        }
         Pred::OwnerHasRole(roles) => {
             dir.user(r.owner_id).is_some_and(|u| u.roles.iter().any(|x| roles.binary_search(x).is_ok()))
         }
@@ -109,10 +109,8 @@ pub(crate) fn explain(
     parent_denied: &mut Vec<Reason>,
 ) {
     match pred {
-        Pred::Because(reason @ Reason::Restriction { .. }, p) => {
-            if !eval(p, facts, dir) {
-                out.denied_by.push(reason.clone());
-            }
+        Pred::Because(reason @ Reason::Restriction { .. }, p) if !eval(p, facts, dir) => {
+            out.denied_by.push(reason.clone());
         }
         Pred::Because(reason, p) => {
             let granted = eval(p, facts, dir);

@@ -14,8 +14,8 @@ mod pred;
 
 pub use compile::{Access, FieldAccess};
 pub use config::{
-    ConfigError, Criterion, Dimension, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RestrictionRule,
-    Role, RuleSource, Scope, SharingRule,
+    ConfigError, Criterion, Dimension, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RestrictionRule, Role,
+    RuleSource, Scope, SharingRule,
 };
 pub use directory::{DirUser, Directory, UserStatus};
 pub use eval::{Explanation, RecordFacts, ShareEntry, TeamEntry};

@@ -56,21 +56,37 @@ impl ShareKey {
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum Reason {
     /// "View all data" / "modify all data" of an administrator role.
-    Administrator { role: RoleId, modify_all: bool },
+    Administrator {
+        role: RoleId,
+        modify_all: bool,
+    },
     /// The data scope a role grants for the action.
-    RoleScope { role: RoleId, scope: Scope },
+    RoleScope {
+        role: RoleId,
+        scope: Scope,
+    },
     /// The organization-wide default of the module.
-    OrgDefault { default: OrgDefault },
-    PartitionGrant { grant: i64 },
-    SharingRule { rule: i64 },
+    OrgDefault {
+        default: OrgDefault,
+    },
+    PartitionGrant {
+        grant: i64,
+    },
+    SharingRule {
+        rule: i64,
+    },
     /// A manual share of the record with the user, one of their groups, departments or roles.
     ManualShare,
     /// Membership of the record's team.
     RecordTeam,
     /// The module is controlled by its parent: access follows the parent record.
-    Parent { module: Module },
+    Parent {
+        module: Module,
+    },
     /// A restriction rule: a condition every record must meet.
-    Restriction { rule: i64 },
+    Restriction {
+        rule: i64,
+    },
 }
 
 /// A condition over one record, built from the policy for one user, module and action. The store renders the same
@@ -89,13 +105,27 @@ pub enum Pred {
     /// The owner holds one of these roles (sorted).
     OwnerHasRole(Vec<RoleId>),
     /// The user is on the record's team at `min_level` or more.
-    OnTeam { user: UserId, min_level: Level },
+    OnTeam {
+        user: UserId,
+        min_level: Level,
+    },
     /// The record is shared with one of these keys at `min_level` or more.
-    SharedWith { keys: Vec<ShareKey>, min_level: Level },
+    SharedWith {
+        keys: Vec<ShareKey>,
+        min_level: Level,
+    },
     /// `field op values`; `values` has one element except for `In` / `NotIn`.
-    Field { field: String, op: CmpOp, values: Vec<Value> },
+    Field {
+        field: String,
+        op: CmpOp,
+        values: Vec<Value>,
+    },
     /// The parent record referenced by `field` (of `module`) satisfies `pred`.
-    Parent { field: &'static str, module: Module, pred: Box<Pred> },
+    Parent {
+        field: &'static str,
+        module: Module,
+        pred: Box<Pred>,
+    },
 }
 
 impl Pred {

@@ -90,7 +90,7 @@ pub struct WhoCanSee {
 impl Scoped<'_> {
     /// Administration modules: no `view` → 404 (the area does not exist for the caller); `view` without the
     /// action → 403.
-    fn require_admin(&self, module: Module, action: Action) -> Result<(), StoreError> {
+    pub(crate) fn require_admin(&self, module: Module, action: Action) -> Result<(), StoreError> {
         if !self.access().can(module, Action::View) {
             return Err(StoreError::NotFound);
         }
@@ -101,7 +101,7 @@ impl Scoped<'_> {
     }
 
     /// Is `user` within the caller's scope for an action on the users module (delegated administration)?
-    fn user_in_scope(&self, user: UserId, action: Action) -> bool {
+    pub(crate) fn user_in_scope(&self, user: UserId, action: Action) -> bool {
         let a = self.access();
         let dir = a.directory();
         let Some(target) = dir.user(user) else { return false };
@@ -110,7 +110,9 @@ impl Scoped<'_> {
             Scope::Own => user == a.user,
             Scope::Subordinates => user == a.user || dir.subordinates(a.user).contains(&user),
             Scope::Department => target.departments.iter().any(|d| a.departments.contains(d)),
-            Scope::DepartmentTree => target.departments.iter().any(|d| a.departments.iter().any(|mine| dir.is_within(*d, *mine))),
+            Scope::DepartmentTree => {
+                target.departments.iter().any(|d| a.departments.iter().any(|mine| dir.is_within(*d, *mine)))
+            }
         })
     }
 
@@ -125,7 +127,7 @@ impl Scoped<'_> {
         })
     }
 
-    async fn config(&self) -> Result<Arc<PolicyConfig>, StoreError> {
+    pub(crate) async fn config(&self) -> Result<Arc<PolicyConfig>, StoreError> {
         Ok(Arc::clone(&self.store.org_policy(self.principal.org, self.principal.policy_version).await?.config))
     }
 
@@ -176,7 +178,8 @@ impl Scoped<'_> {
         if dry_run {
             return Ok(PolicyChange { applied: false, version, changes });
         }
-        let version = self.store.unscoped_system_access().set_policy(self.principal.org, Some(self.principal.user), new).await?;
+        let version =
+            self.store.unscoped_system_access().set_policy(self.principal.org, Some(self.principal.user), new).await?;
         Ok(PolicyChange { applied: true, version, changes })
     }
 
@@ -184,16 +187,26 @@ impl Scoped<'_> {
     /// before and after and the actions gained and lost.
     async fn preview(&self, old: &PolicyConfig, new: &PolicyConfig) -> Result<Vec<AccessChange>, StoreError> {
         let policy = self.store.org_policy(self.principal.org, self.principal.policy_version).await?;
-        let names: BTreeMap<UserId, String> = self.store.unscoped_system_access().user_ids(self.principal.org).await?.into_iter().map(|(n, i)| (i, n)).collect();
+        let names: BTreeMap<UserId, String> = self
+            .store
+            .unscoped_system_access()
+            .user_ids(self.principal.org)
+            .await?
+            .into_iter()
+            .map(|(n, i)| (i, n))
+            .collect();
         let mut out = Vec::new();
-        let mut users: Vec<_> = policy.directory.users().filter(|u| u.status == UserStatus::Active).map(|u| u.id).collect();
+        let mut users: Vec<_> =
+            policy.directory.users().filter(|u| u.status == UserStatus::Active).map(|u| u.id).collect();
         users.sort();
         for user in users {
             let before = Access::compile(old, Arc::clone(&policy.directory), user);
             let after = Access::compile(new, Arc::clone(&policy.directory), user);
             for module in Module::RECORDS {
-                let gained: Vec<Action> = Action::ALL.into_iter().filter(|a| !before.can(module, *a) && after.can(module, *a)).collect();
-                let lost: Vec<Action> = Action::ALL.into_iter().filter(|a| before.can(module, *a) && !after.can(module, *a)).collect();
+                let gained: Vec<Action> =
+                    Action::ALL.into_iter().filter(|a| !before.can(module, *a) && after.can(module, *a)).collect();
+                let lost: Vec<Action> =
+                    Action::ALL.into_iter().filter(|a| before.can(module, *a) && !after.can(module, *a)).collect();
                 let same_pred = before.pred(module, Action::View) == after.pred(module, Action::View);
                 if same_pred && gained.is_empty() && lost.is_empty() {
                     continue;
@@ -227,7 +240,11 @@ impl Scoped<'_> {
             return Ok(0);
         }
         let mut sql = self.db().sql();
-        sql.push("SELECT COUNT(*) AS n FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(self.principal.org).push(" AND ");
+        sql.push("SELECT COUNT(*) AS n FROM ")
+            .push(s.table)
+            .push(" r WHERE r.org_id = ")
+            .bind(self.principal.org)
+            .push(" AND ");
         render(&mut sql, pred, module, "r", self.principal.org, 1);
         Ok(sql.fetch_one(&self.db().pool).await?.try_get("n")?)
     }
@@ -236,7 +253,9 @@ impl Scoped<'_> {
     pub async fn admin_users(&self) -> Result<Vec<UserSummary>, StoreError> {
         self.require_admin(Module::Users, Action::View)?;
         let mut q = self.db().sql();
-        q.push("SELECT id, username, display_name, status, manager_id FROM users WHERE org_id = ").bind(self.principal.org).push(" ORDER BY id");
+        q.push("SELECT id, username, display_name, status, manager_id FROM users WHERE org_id = ")
+            .bind(self.principal.org)
+            .push(" ORDER BY id");
         let dir = self.access().directory();
         let mut out = Vec::new();
         for r in q.fetch_all(&self.db().pool).await? {
@@ -244,7 +263,8 @@ impl Scoped<'_> {
             if !self.user_in_scope(id, Action::View) {
                 continue;
             }
-            let (departments, roles) = dir.user(id).map(|u| (u.departments.clone(), u.roles.clone())).unwrap_or_default();
+            let (departments, roles) =
+                dir.user(id).map(|u| (u.departments.clone(), u.roles.clone())).unwrap_or_default();
             out.push(UserSummary {
                 id,
                 username: r.try_get("username")?,
@@ -269,17 +289,17 @@ impl Scoped<'_> {
         }
         let config = self.config().await?;
         self.check_roles(&config, &user.roles)?;
-        if let Some(m) = user.manager {
-            if self.access().directory().user(m).is_none() {
-                return Err(StoreError::invalid("manager_id", "no such user"));
-            }
+        if let Some(m) = user.manager
+            && self.access().directory().user(m).is_none()
+        {
+            return Err(StoreError::invalid("manager_id", "no such user"));
         }
-        if user.username.trim().is_empty() || user.username.len() > 64 || user.username.chars().any(char::is_whitespace) {
+        if user.username.trim().is_empty() || user.username.len() > 64 || user.username.chars().any(char::is_whitespace)
+        {
             return Err(StoreError::invalid("username", "1 to 64 characters without spaces"));
         }
-        if user.password.chars().count() < 12 {
-            return Err(StoreError::invalid("password", "at least 12 characters"));
-        }
+        let security = self.store.unscoped_system_access().org_security(self.principal.org).await?;
+        crate::auth::check_policy(&security.password, &user.username, &user.password)?;
         self.store.unscoped_system_access().create_user(self.principal.org, user).await
     }
 
@@ -335,11 +355,19 @@ impl Scoped<'_> {
     pub async fn admin_departments(&self) -> Result<Vec<DepartmentSummary>, StoreError> {
         self.require_admin(Module::Users, Action::View)?;
         let mut q = self.db().sql();
-        q.push("SELECT id, parent_id, name FROM departments WHERE org_id = ").bind(self.principal.org).push(" ORDER BY id");
+        q.push("SELECT id, parent_id, name FROM departments WHERE org_id = ")
+            .bind(self.principal.org)
+            .push(" ORDER BY id");
         q.fetch_all(&self.db().pool)
             .await?
             .iter()
-            .map(|r| Ok(DepartmentSummary { id: r.try_get("id")?, parent_id: r.try_get("parent_id")?, name: r.try_get("name")? }))
+            .map(|r| {
+                Ok(DepartmentSummary {
+                    id: r.try_get("id")?,
+                    parent_id: r.try_get("parent_id")?,
+                    name: r.try_get("name")?,
+                })
+            })
             .collect()
     }
 
@@ -360,13 +388,19 @@ impl Scoped<'_> {
         if !self.department_in_scope(dept, Action::Edit) || !self.department_in_scope(parent, Action::Edit) {
             return Err(StoreError::NotFound);
         }
-        self.store.unscoped_system_access().move_department(self.principal.org, Some(self.principal.user), dept, Some(parent)).await
+        self.store
+            .unscoped_system_access()
+            .move_department(self.principal.org, Some(self.principal.user), dept, Some(parent))
+            .await
     }
 
     /// Another user's compiled access, for explanations (needs `roles: view` or `sharing: view`, and the user in
     /// the caller's scope).
     async fn access_of(&self, user: UserId) -> Result<Arc<Access>, StoreError> {
         if !self.access().can(Module::Roles, Action::View) && !self.access().can(Module::Sharing, Action::View) {
+            return Err(StoreError::NotFound);
+        }
+        if self.access().directory().user(user).is_none() {
             return Err(StoreError::NotFound);
         }
         if !self.user_in_scope(user, Action::View) && !self.access().administrator {
@@ -376,10 +410,18 @@ impl Scoped<'_> {
     }
 
     /// May `user` do `action` on a record, and why? The record must be one the caller may view.
-    pub async fn explain_for(&self, user: UserId, module: Module, action: Action, id: RecordId) -> Result<Explanation, StoreError> {
+    pub async fn explain_for(
+        &self,
+        user: UserId,
+        module: Module,
+        action: Action,
+        id: RecordId,
+    ) -> Result<Explanation, StoreError> {
         let other = self.access_of(user).await?;
         let mut conn = self.db().pool.acquire().await?;
-        let facts = crate::records::load_facts(&mut conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let facts = crate::records::load_facts(&mut conn, self.db().engine, self.principal.org, module, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
         }
@@ -392,7 +434,9 @@ impl Scoped<'_> {
             return Err(StoreError::NotFound);
         }
         let mut conn = self.db().pool.acquire().await?;
-        let facts = crate::records::load_facts(&mut conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let facts = crate::records::load_facts(&mut conn, self.db().engine, self.principal.org, module, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         drop(conn);
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
@@ -417,8 +461,11 @@ impl Scoped<'_> {
         let a = self.access_of(user).await?;
         let mut out = BTreeMap::new();
         for module in Module::ALL {
-            let actions: BTreeMap<Action, Vec<Scope>> =
-                Action::ALL.into_iter().filter(|x| a.can(module, *x)).map(|x| (x, a.scopes(module, x).into_iter().collect())).collect();
+            let actions: BTreeMap<Action, Vec<Scope>> = Action::ALL
+                .into_iter()
+                .filter(|x| a.can(module, *x))
+                .map(|x| (x, a.scopes(module, x).into_iter().collect()))
+                .collect();
             if actions.is_empty() {
                 continue;
             }

@@ -175,11 +175,7 @@ impl<'s> Scoped<'s> {
         let text = String::from_utf8(bytes).map_err(|e| StoreError::Config(format!("writing CSV: {e}")))?;
 
         let mut tx = self.db().begin_write().await?;
-        let e = AuditEntry {
-            module: Some(module),
-            ..AuditEntry::new(self.principal().org, Some(self.principal().user), "record.export")
-        }
-        .detail(serde_json::json!({
+        let e = AuditEntry { module: Some(module), ..self.audit_entry("record.export") }.detail(serde_json::json!({
             "module": module,
             "rows": ids.len(),
             "columns": columns,
@@ -236,11 +232,8 @@ impl<'s> Scoped<'s> {
         }
         // Any error: the transaction rolls back on drop, nothing is written.
         errors.into_result()?;
-        let e = AuditEntry {
-            module: Some(module),
-            ..AuditEntry::new(self.principal().org, Some(self.principal().user), "record.import")
-        }
-        .detail(serde_json::json!({"module": module, "count": ids.len(), "ids": ids}));
+        let e = AuditEntry { module: Some(module), ..self.audit_entry("record.import") }
+            .detail(serde_json::json!({"module": module, "count": ids.len(), "ids": ids}));
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(ImportReport { created: ids.len() })

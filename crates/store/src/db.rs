@@ -25,7 +25,10 @@ impl DatabaseUrl {
         if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(DatabaseUrl(url.to_string()))
         } else {
-            Err(StoreError::Config(format!("unsupported database URL {}: use sqlite:PATH or postgres://…", redact(url))))
+            Err(StoreError::Config(format!(
+                "unsupported database URL {}: use sqlite:PATH or postgres://…",
+                redact(url)
+            )))
         }
     }
     /// A SQLite file, created if missing.
@@ -72,6 +75,8 @@ impl FromStr for DatabaseUrl {
 pub struct Db {
     pub pool: AnyPool,
     pub engine: Engine,
+    /// Where the pool connects (the audit verifier opens a native connection there for bulk reads).
+    pub url: DatabaseUrl,
 }
 
 impl Db {
@@ -99,7 +104,7 @@ impl Db {
             }
             Engine::Postgres => opts.max_connections(16).connect(url.expose()).await?,
         };
-        Ok(Db { pool, engine })
+        Ok(Db { pool, engine, url: url.clone() })
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers
@@ -214,5 +219,16 @@ impl Sql {
     }
     pub async fn execute<'c, E: Executor<'c, Database = sqlx::Any>>(&self, ex: E) -> Result<u64, StoreError> {
         Ok(self.query().execute(ex).await?.rows_affected())
+    }
+    /// [`Sql::execute`] moving the text and values into the driver instead of copying them (bulk inserts).
+    pub async fn execute_owned<'c, E: Executor<'c, Database = sqlx::Any>>(self, ex: E) -> Result<u64, StoreError> {
+        let mut q = sqlx::query(AssertSqlSafe(self.text));
+        for a in self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+            };
+        }
+        Ok(q.execute(ex).await?.rows_affected())
     }
 }

@@ -5,6 +5,12 @@
 
 mod admin;
 mod audit;
+mod audit_query;
+mod audit_sign;
+mod audit_verify;
+pub mod auth;
+mod baseline;
+mod bulk;
 mod csv_io;
 mod db;
 mod directory;
@@ -14,7 +20,19 @@ mod render;
 mod system;
 
 pub use admin::{AccessChange, DepartmentSummary, ModulePermissions, PolicyChange, UserPatch, UserSummary, WhoCanSee};
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, RequestContext, StoredEntry, current_request_context, with_request_context};
+pub use audit_query::{AuditEvent, AuditPage, AuditQuery, format_audit_time, parse_audit_time};
+pub use audit_sign::{AuditPublicKey, AuditSigner};
+pub use audit_verify::{
+    ArchiveReport, ArchiveSummary, AuditProblem, Checkpoint, KeySource, Progress, PurgeReport, TamperKind,
+    VerifyOptions, VerifyReport, verify_archive,
+};
+pub use auth::{
+    ApiTokenInfo, AuthOutcome, Authenticated, ClientInfo, Credential, MfaStatus, NewApiToken, Restriction,
+    SecuritySettings, SessionInfo, SignInFailure, SignInOutcome, SignInRecord, SignInRequest, SignedIn, TotpEnrollment,
+    UserSecurity,
+};
+pub use bulk::{BulkParent, BulkRecord, BulkUser};
 pub use csv_io::{CSV_MODULES, ImportReport};
 pub use db::{DatabaseUrl, Engine};
 pub use records::{FieldFilter, ListQuery, Page, RecordOut, Scoped};
@@ -59,10 +77,7 @@ impl StoreError {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// An organization's policy at one version.
@@ -93,6 +108,8 @@ struct Cache {
 pub struct Store {
     db: Db,
     cache: Arc<Mutex<Cache>>,
+    /// The audit group committer (data access and other events outside a change's transaction).
+    audit: Arc<audit::AuditWriter>,
 }
 
 impl Store {
@@ -100,7 +117,8 @@ impl Store {
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
         let db = Db::connect(url).await?;
         migrate::run(&db).await?;
-        Ok(Store { db, cache: Arc::new(Mutex::new(Cache::default())) })
+        let audit = Arc::new(audit::AuditWriter::start(db.clone()));
+        Ok(Store { db, cache: Arc::new(Mutex::new(Cache::default())), audit })
     }
 
     pub fn engine(&self) -> Engine {
@@ -132,10 +150,10 @@ impl Store {
     /// The compiled access of `user` at `version` of the organization's policy, compiled at most once per
     /// version and process.
     pub(crate) async fn access_at(&self, org: OrgId, user: UserId, version: i64) -> Result<Arc<Access>, StoreError> {
-        if let Some((v, a)) = self.lock().access.get(&(org, user)) {
-            if *v == version {
-                return Ok(Arc::clone(a));
-            }
+        if let Some((v, a)) = self.lock().access.get(&(org, user))
+            && *v == version
+        {
+            return Ok(Arc::clone(a));
         }
         let policy = self.org_policy(org, version).await?;
         let access = Arc::new(Access::compile(&policy.config, Arc::clone(&policy.directory), user));
@@ -144,10 +162,10 @@ impl Store {
     }
 
     pub(crate) async fn org_policy(&self, org: OrgId, version: i64) -> Result<Arc<OrgPolicy>, StoreError> {
-        if let Some(p) = self.lock().orgs.get(&org) {
-            if p.version == version {
-                return Ok(Arc::clone(p));
-            }
+        if let Some(p) = self.lock().orgs.get(&org)
+            && p.version == version
+        {
+            return Ok(Arc::clone(p));
         }
         let policy = Arc::new(directory::load(&self.db, org).await?);
         let mut cache = self.lock();

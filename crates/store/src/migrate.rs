@@ -13,7 +13,11 @@ struct Migration {
     ddl: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "foundation", ddl: include_str!("migrations/0001_foundation.sql") }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "foundation", ddl: include_str!("migrations/0001_foundation.sql") },
+    Migration { version: 2, name: "audit", ddl: include_str!("migrations/0002_audit.sql") },
+    Migration { version: 3, name: "auth", ddl: include_str!("migrations/0003_auth.sql") },
+];
 
 fn record_columns(module: Module) -> String {
     let Some(s) = schema(module) else { return String::new() };
@@ -74,11 +78,16 @@ async fn run_once(db: &Db) -> Result<(), StoreError> {
             continue;
         }
         // Comment lines are dropped first so a `;` in prose never splits a statement.
-        let ddl: String = render(m.ddl, db.engine).lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        let ddl: String = render(m.ddl, db.engine)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
         for stmt in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(sqlx::AssertSqlSafe(stmt.to_string())).execute(&mut *tx).await.map_err(|e| {
-                StoreError::Config(format!("migration {} ({}) failed: {e}\n{stmt}", m.version, m.name))
-            })?;
+            sqlx::query(sqlx::AssertSqlSafe(stmt.to_string()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Config(format!("migration {} ({}) failed: {e}\n{stmt}", m.version, m.name)))?;
         }
         let mut ins = db.sql();
         ins.push("INSERT INTO schema_migrations (version, name, applied_at) VALUES (")

@@ -2,12 +2,16 @@
 //! principal's organization and carries the policy predicate for the action; single-record decisions evaluate the
 //! same predicate in memory over the record's facts.
 
-use crate::audit::{self, AuditEntry};
+use crate::audit;
 use crate::db::{Arg, Sql};
 use crate::render::{column, render};
 use crate::{Principal, Store, StoreError, now_ms};
-use crm_domain::{Action, FieldDef, FieldKind, Level, Module, ModuleSchema, Record, RecordId, UserId, Value, ValueError, schema};
-use crm_policy::{Access, CmpOp, Criterion, Explanation, FieldAccess, Pred, RecordFacts, ShareEntry, ShareKey, TeamEntry};
+use crm_domain::{
+    Action, FieldDef, FieldKind, Level, Module, ModuleSchema, Record, RecordId, UserId, Value, ValueError, schema,
+};
+use crm_policy::{
+    Access, CmpOp, Criterion, Explanation, FieldAccess, Pred, RecordFacts, ShareEntry, ShareKey, TeamEntry,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -15,6 +19,9 @@ use std::collections::BTreeMap;
 
 /// A record as the caller may see it: hidden fields absent, masked fields masked.
 pub type RecordOut = serde_json::Map<String, serde_json::Value>;
+
+/// Rows the first attempt of a list page looks at (see `list_for`).
+const PROBE_ROWS: i64 = 4096;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -63,14 +70,14 @@ pub(crate) fn arg_for(def: &FieldDef, v: &Value) -> Arg {
     }
 }
 
-fn select_columns(sql: &mut Sql, s: &ModuleSchema, alias: &str) {
+pub(crate) fn select_columns(sql: &mut Sql, s: &ModuleSchema, alias: &str) {
     sql.push(&format!("{alias}.id, {alias}.org_id, {alias}.owner_id, {alias}.created_at, {alias}.updated_at"));
     for f in s.fields {
         sql.push(&format!(", {alias}.{}", f.name));
     }
 }
 
-fn decode(s: &ModuleSchema, row: &AnyRow) -> Result<Record, StoreError> {
+pub(crate) fn decode(s: &ModuleSchema, row: &AnyRow) -> Result<Record, StoreError> {
     let mut fields = BTreeMap::new();
     for f in s.fields {
         let v = if f.kind.is_integer() {
@@ -150,7 +157,9 @@ impl<'s> Scoped<'s> {
     /// A module the user cannot view does not exist for them (404); one they view but may not act on is 403.
     pub(crate) fn require_module(&self, module: Module, action: Action) -> Result<&'static ModuleSchema, StoreError> {
         let s = schema_of(module)?;
-        if !self.access().can(module, Action::View) && !(action != Action::View && self.access().can(module, action)) {
+        // Visible modules exist; so does one the user may act on without viewing (e.g. import-only).
+        let exists = self.access().can(module, Action::View) || self.access().can(module, action);
+        if !exists {
             return Err(StoreError::NotFound);
         }
         if !self.access().can(module, action) {
@@ -160,7 +169,12 @@ impl<'s> Scoped<'s> {
     }
 
     /// The field's definition if the caller may read it; hidden and unknown fields answer alike.
-    fn readable_field(&self, module: Module, s: &ModuleSchema, name: &str) -> Result<Option<&'static FieldDef>, StoreError> {
+    fn readable_field(
+        &self,
+        module: Module,
+        s: &ModuleSchema,
+        name: &str,
+    ) -> Result<Option<&'static FieldDef>, StoreError> {
         let unknown = || StoreError::BadQuery(format!("unknown field {name}"));
         if ModuleSchema::is_system_column(name) {
             return Ok(None);
@@ -168,7 +182,9 @@ impl<'s> Scoped<'s> {
         let def = s.field(name).ok_or_else(unknown)?;
         match self.access().field_access(module, name) {
             FieldAccess::Hidden => Err(unknown()),
-            FieldAccess::Masked => Err(StoreError::BadQuery(format!("field {name} is masked and cannot be filtered or sorted"))),
+            FieldAccess::Masked => {
+                Err(StoreError::BadQuery(format!("field {name} is masked and cannot be filtered or sorted")))
+            }
             _ => Ok(Some(def)),
         }
     }
@@ -246,7 +262,13 @@ impl<'s> Scoped<'s> {
 
     /// One page of the records the caller may view, in keyset order.
     pub async fn list(&self, module: Module, q: &ListQuery) -> Result<Page, StoreError> {
-        self.list_for(module, Action::View, q).await
+        let page = self.list_for(module, Action::View, q).await?;
+        // One durable audit entry per read, before the caller answers.
+        self.record_access(
+            self.audit_entry("record.list").module(module).detail(crate::audit_query::page_detail(q, &page)),
+        )
+        .await?;
+        Ok(page)
     }
 
     /// One page of the records the caller may do `action` on (view, export), presented under their field
@@ -261,35 +283,63 @@ impl<'s> Scoped<'s> {
         let def = self.readable_field(module, s, sort)?;
         let sort_col = column(module, sort).ok_or_else(|| StoreError::BadQuery(format!("unknown field {sort}")))?;
         let integer = def.is_none_or(|d| d.kind.is_integer());
-        let sort_expr = match def {
+        let sort_expr = |a: &str| match def {
             Some(d) if !d.required => {
                 let sentinel = if integer { "-9223372036854775807" } else { "''" };
-                format!("COALESCE(r.{sort_col}, {sentinel})")
+                format!("COALESCE({a}.{sort_col}, {sentinel})")
             }
-            _ => format!("r.{sort_col}"),
+            _ => format!("{a}.{sort_col}"),
         };
-        let mut sql = self.db().sql();
-        sql.push("SELECT ");
-        select_columns(&mut sql, s, "r");
-        sql.push(" FROM ").push(s.table).push(" r");
-        // Built (and so validated) before the shortcut below: a bad query is refused the same way for everyone.
-        self.where_clause(&mut sql, module, action, q)?;
         let cursor = q.after.as_deref().map(|c| decode_cursor(c, integer)).transpose()?;
-        if self.access().pred(module, action).is_never() {
+        let (cmp, dir) = if q.asc { (">", "ASC") } else { ("<", "DESC") };
+        let keyset = |sql: &mut Sql, a: &str| {
+            if let Some((v, id)) = &cursor {
+                let arg = match v {
+                    Value::Int(i) => Arg::Int(Some(*i)),
+                    Value::Text(t) => Arg::Text(Some(t.clone())),
+                    Value::Null => Arg::Text(None),
+                };
+                let e = sort_expr(a);
+                sql.push(&format!(" AND ({e} {cmp} ")).bind(arg.clone());
+                sql.push(&format!(" OR ({e} = ")).bind(arg).push(&format!(" AND {a}.id {cmp} ")).bind(*id).push("))");
+            }
+        };
+        // `probe`: the same query over only the next PROBE_ROWS rows in sort order. When those already hold a full
+        // page, it is the page (the rows are a prefix of the order); it spares a user who sees much of the table
+        // the plan built for one who sees little (gathering every visible row through the owner, share and team
+        // indexes, then sorting), and vice versa.
+        let build = |probe: bool| -> Result<Sql, StoreError> {
+            let mut sql = self.db().sql();
+            sql.push("SELECT ");
+            select_columns(&mut sql, s, "r");
+            sql.push(" FROM ");
+            if probe {
+                sql.push("(SELECT * FROM ").push(s.table).push(" w WHERE w.org_id = ").bind(self.principal.org);
+                keyset(&mut sql, "w");
+                let e = sort_expr("w");
+                sql.push(&format!(" ORDER BY {e} {dir}, w.id {dir} LIMIT ")).bind(PROBE_ROWS).push(") r");
+            } else {
+                sql.push(s.table).push(" r");
+            }
+            self.where_clause(&mut sql, module, action, q)?;
+            keyset(&mut sql, "r");
+            let e = sort_expr("r");
+            sql.push(&format!(" ORDER BY {e} {dir}, r.id {dir} LIMIT ")).bind(i64::from(limit) + 1);
+            Ok(sql)
+        };
+        // Built (and so validated) before the shortcut below: a bad query is refused the same way for everyone.
+        let sql = build(false)?;
+        let pred = self.access().pred(module, action);
+        if pred.is_never() {
             return Ok(Page { items: Vec::new(), next_cursor: None });
         }
-        let (cmp, dir) = if q.asc { (">", "ASC") } else { ("<", "DESC") };
-        if let Some((v, id)) = cursor {
-            let arg = match v {
-                Value::Int(i) => Arg::Int(Some(i)),
-                Value::Text(t) => Arg::Text(Some(t)),
-                Value::Null => Arg::Text(None),
-            };
-            sql.push(&format!(" AND ({sort_expr} {cmp} ")).bind(arg.clone());
-            sql.push(&format!(" OR ({sort_expr} = ")).bind(arg).push(&format!(" AND r.id {cmp} ")).bind(id).push("))");
+        let mut rows = Vec::new();
+        if *pred != Pred::TRUE {
+            rows = build(true)?.fetch_all(&self.db().pool).await?;
         }
-        sql.push(&format!(" ORDER BY {sort_expr} {dir}, r.id {dir} LIMIT ")).bind(i64::from(limit) + 1);
-        let rows = sql.fetch_all(&self.db().pool).await?;
+        if rows.len() <= limit as usize {
+            rows = sql.fetch_all(&self.db().pool).await?;
+        }
         let mut records = rows.iter().map(|r| decode(s, r)).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if records.len() > limit as usize {
             records.truncate(limit as usize);
@@ -314,10 +364,16 @@ impl<'s> Scoped<'s> {
         let mut sql = self.db().sql();
         sql.push("SELECT COUNT(*) AS n FROM ").push(s.table).push(" r");
         self.where_clause(&mut sql, module, Action::View, q)?;
-        if self.access().pred(module, Action::View).is_never() {
-            return Ok(0);
-        }
-        Ok(sql.fetch_one(&self.db().pool).await?.try_get("n")?)
+        let n = if self.access().pred(module, Action::View).is_never() {
+            0
+        } else {
+            sql.fetch_one(&self.db().pool).await?.try_get("n")?
+        };
+        self.record_access(
+            self.audit_entry("record.count").module(module).detail(serde_json::json!({"query": q, "count": n})),
+        )
+        .await?;
+        Ok(n)
     }
 
     /// The ids of every record the caller may do `action` on (for tests and tools that compare evaluators).
@@ -334,12 +390,19 @@ impl<'s> Scoped<'s> {
     pub async fn decide_each(&self, module: Module, action: Action) -> Result<Vec<(RecordId, bool)>, StoreError> {
         let s = schema_of(module)?;
         let mut sql = self.db().sql();
-        sql.push("SELECT r.id FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(self.principal.org).push(" ORDER BY r.id");
-        let ids: Vec<i64> = sql.fetch_all(&self.db().pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+        sql.push("SELECT r.id FROM ")
+            .push(s.table)
+            .push(" r WHERE r.org_id = ")
+            .bind(self.principal.org)
+            .push(" ORDER BY r.id");
+        let ids: Vec<i64> =
+            sql.fetch_all(&self.db().pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
         let mut conn = self.db().pool.acquire().await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let facts = load_facts(&mut conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+            let facts = load_facts(&mut conn, self.db().engine, self.principal.org, module, id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
             out.push((id, self.access().decide(module, action, &facts)));
         }
         Ok(out)
@@ -353,11 +416,13 @@ impl<'s> Scoped<'s> {
             return Err(StoreError::NotFound);
         }
         let mut out = self.present(&facts.record);
-        let allowed: serde_json::Map<String, serde_json::Value> = [Action::Edit, Action::Delete, Action::Transfer, Action::Share]
-            .into_iter()
-            .map(|a| (a.as_str().to_string(), self.access().decide(module, a, &facts).into()))
-            .collect();
+        let allowed: serde_json::Map<String, serde_json::Value> =
+            [Action::Edit, Action::Delete, Action::Transfer, Action::Share]
+                .into_iter()
+                .map(|a| (a.as_str().to_string(), self.access().decide(module, a, &facts).into()))
+                .collect();
         out.insert("_allowed".into(), allowed.into());
+        self.record_access(self.audit_entry("record.view").record(module, id)).await?;
         Ok(out)
     }
 
@@ -368,7 +433,12 @@ impl<'s> Scoped<'s> {
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
         }
-        Ok(self.access().explain(module, action, &facts))
+        let explanation = self.access().explain(module, action, &facts);
+        self.record_access(
+            self.audit_entry("record.explain").record(module, id).detail(serde_json::json!({"action": action})),
+        )
+        .await?;
+        Ok(explanation)
     }
 
     /// The clear value of a masked field, for callers with the `reveal` right; audited.
@@ -385,9 +455,7 @@ impl<'s> Scoped<'s> {
             return Err(StoreError::Forbidden(format!("you may not reveal {module}.{field}")));
         }
         let mut tx = self.db().begin_write().await?;
-        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.reveal")
-            .record(module, id)
-            .detail(serde_json::json!({"field": def.name}));
+        let e = self.audit_entry("record.reveal").record(module, id).detail(serde_json::json!({"field": def.name}));
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(facts.record.fields.get(def.name).unwrap_or(&Value::Null).to_json())
@@ -444,7 +512,12 @@ impl<'s> Scoped<'s> {
     }
 
     /// Reference fields must name records the caller may view; others answer like missing ones.
-    async fn check_references(&self, conn: &mut AnyConnection, s: &ModuleSchema, values: &BTreeMap<&'static str, Value>) -> Result<(), StoreError> {
+    async fn check_references(
+        &self,
+        conn: &mut AnyConnection,
+        s: &ModuleSchema,
+        values: &BTreeMap<&'static str, Value>,
+    ) -> Result<(), StoreError> {
         let mut errors = Vec::new();
         for def in s.fields {
             let (FieldKind::Ref(target), Some(Value::Int(id))) = (def.kind, values.get(def.name)) else { continue };
@@ -492,7 +565,9 @@ impl<'s> Scoped<'s> {
         let now = now_ms();
         let me = self.principal.user;
         let mut sql = self.db().sql();
-        sql.push("INSERT INTO ").push(s.table).push(" (org_id, owner_id, created_by, updated_by, created_at, updated_at");
+        sql.push("INSERT INTO ")
+            .push(s.table)
+            .push(" (org_id, owner_id, created_by, updated_by, created_at, updated_at");
         for f in s.fields {
             sql.push(", ").push(f.name);
         }
@@ -503,7 +578,8 @@ impl<'s> Scoped<'s> {
         }
         sql.push(") RETURNING id");
         let id: i64 = sql.fetch_one(&mut *conn).await?.try_get("id")?;
-        let facts = load_facts(conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let facts =
+            load_facts(conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
         if owner == me && !self.access().decide(module, action, &facts) {
             // Nobody creates a record outside their own access (restriction rules included).
             return Err(StoreError::Forbidden("the record would fall outside your access".into()));
@@ -511,25 +587,36 @@ impl<'s> Scoped<'s> {
         Ok(facts)
     }
 
-    pub async fn create(&self, module: Module, input: &serde_json::Map<String, serde_json::Value>) -> Result<RecordOut, StoreError> {
+    pub async fn create(
+        &self,
+        module: Module,
+        input: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RecordOut, StoreError> {
         let s = self.require_module(module, Action::Create)?;
         let (values, owner) = self.prepare_new(module, s, input)?;
         let mut tx = self.db().begin_write().await?;
         // Any error below rolls the transaction back on drop.
         let facts = self.insert_record(&mut tx, module, s, Action::Create, &values, owner).await?;
-        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.create")
+        let e = self
+            .audit_entry("record.create")
             .record(module, facts.record.id)
-            .detail(serde_json::json!({"after": self.present(&facts.record)}));
+            .detail(serde_json::json!({"after": crate::audit_query::values(&facts.record)}));
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(self.present(&facts.record))
     }
 
-    pub async fn update(&self, module: Module, id: RecordId, patch: &serde_json::Map<String, serde_json::Value>) -> Result<RecordOut, StoreError> {
+    pub async fn update(
+        &self,
+        module: Module,
+        id: RecordId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RecordOut, StoreError> {
         let s = self.require_module(module, Action::Edit)?;
         let (values, owner) = self.parse_input(module, s, patch, false)?;
         let mut tx = self.db().begin_write().await?;
-        let before = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let before =
+            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
         if !self.access().decide(module, Action::View, &before) {
             return Err(StoreError::NotFound);
         }
@@ -548,7 +635,12 @@ impl<'s> Scoped<'s> {
         self.check_references(&mut tx, s, &values).await?;
         let now = now_ms();
         let mut sql = self.db().sql();
-        sql.push("UPDATE ").push(s.table).push(" SET updated_at = ").bind(now).push(", updated_by = ").bind(self.principal.user);
+        sql.push("UPDATE ")
+            .push(s.table)
+            .push(" SET updated_at = ")
+            .bind(now)
+            .push(", updated_by = ")
+            .bind(self.principal.user);
         if let Some(o) = transfer {
             sql.push(", owner_id = ").bind(o);
         }
@@ -558,13 +650,16 @@ impl<'s> Scoped<'s> {
         }
         sql.push(" WHERE org_id = ").bind(self.principal.org).push(" AND id = ").bind(id);
         sql.execute(&mut *tx).await?;
-        let after = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let after =
+            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
         if transfer.is_none() && !self.access().decide(module, Action::Edit, &after) {
             return Err(StoreError::Forbidden("the change would move the record outside your access".into()));
         }
-        let changed: Vec<&str> = values.keys().copied().filter(|k| before.record.fields.get(k) != after.record.fields.get(k)).collect();
+        let changed: Vec<&str> =
+            values.keys().copied().filter(|k| before.record.fields.get(k) != after.record.fields.get(k)).collect();
         let pick = |r: &Record| -> serde_json::Value {
-            let full = self.present(r);
+            // Clear values: the audit view applies each viewer's field permissions.
+            let full = crate::audit_query::values(r);
             let mut m: serde_json::Map<String, serde_json::Value> =
                 changed.iter().filter_map(|k| full.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect();
             if transfer.is_some() {
@@ -572,7 +667,8 @@ impl<'s> Scoped<'s> {
             }
             m.into()
         };
-        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), if transfer.is_some() { "record.transfer" } else { "record.update" })
+        let e = self
+            .audit_entry(if transfer.is_some() { "record.transfer" } else { "record.update" })
             .record(module, id)
             .detail(serde_json::json!({"before": pick(&before.record), "after": pick(&after.record)}));
         audit::append(&mut tx, self.db().engine, &e).await?;
@@ -583,7 +679,8 @@ impl<'s> Scoped<'s> {
     pub async fn delete(&self, module: Module, id: RecordId) -> Result<(), StoreError> {
         let s = self.require_module(module, Action::Delete)?;
         let mut tx = self.db().begin_write().await?;
-        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let facts =
+            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
         }
@@ -596,7 +693,10 @@ impl<'s> Scoped<'s> {
                 q.push("SELECT 1 AS x FROM ").push(child.table).push(" WHERE org_id = ").bind(self.principal.org);
                 q.push(" AND ").push(f.name).push(" = ").bind(id).push(" LIMIT 1");
                 if q.fetch_optional(&mut *tx).await?.is_some() {
-                    return Err(StoreError::Conflict(format!("the record still has related {}; delete or move them first", child.module)));
+                    return Err(StoreError::Conflict(format!(
+                        "the record still has related {}; delete or move them first",
+                        child.module
+                    )));
                 }
             }
         }
@@ -607,19 +707,33 @@ impl<'s> Scoped<'s> {
             q.execute(&mut *tx).await?;
         }
         let mut q = self.db().sql();
-        q.push("DELETE FROM ").push(s.table).push(" WHERE org_id = ").bind(self.principal.org).push(" AND id = ").bind(id);
+        q.push("DELETE FROM ")
+            .push(s.table)
+            .push(" WHERE org_id = ")
+            .bind(self.principal.org)
+            .push(" AND id = ")
+            .bind(id);
         q.execute(&mut *tx).await?;
-        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.delete")
+        let e = self
+            .audit_entry("record.delete")
             .record(module, id)
-            .detail(serde_json::json!({"before": self.present(&facts.record)}));
+            .detail(serde_json::json!({"before": crate::audit_query::values(&facts.record)}));
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// A related list: the `child` records of a parent record the caller may view.
-    pub async fn related(&self, parent: Module, parent_id: RecordId, child: Module, q: &ListQuery) -> Result<Page, StoreError> {
+    pub async fn related(
+        &self,
+        parent: Module,
+        parent_id: RecordId,
+        child: Module,
+        q: &ListQuery,
+    ) -> Result<Page, StoreError> {
         self.require_module(parent, Action::View)?;
+        // A child module the caller cannot view does not exist for them, related or not.
+        self.require_module(child, Action::View)?;
         let facts = self.facts(parent, parent_id).await?;
         if !self.access().decide(parent, Action::View, &facts) {
             return Err(StoreError::NotFound);
@@ -632,7 +746,11 @@ impl<'s> Scoped<'s> {
             .ok_or_else(|| StoreError::BadQuery(format!("{child} is not related to {parent}")))?;
         let mut q = q.clone();
         q.filters.push(FieldFilter { field: link.name.into(), op: CmpOp::Eq, value: parent_id.into() });
-        self.list(child, &q).await
+        let page = self.list_for(child, Action::View, &q).await?;
+        let mut detail = crate::audit_query::page_detail(&q, &page);
+        detail["parent"] = serde_json::json!({"module": parent, "id": parent_id});
+        self.record_access(self.audit_entry("record.related").module(child).detail(detail)).await?;
+        Ok(page)
     }
 
     /// Shares a record with a user, group, department or role at a level (needs `share` on the record; nobody
@@ -640,7 +758,8 @@ impl<'s> Scoped<'s> {
     pub async fn share(&self, module: Module, id: RecordId, key: ShareKey, level: Level) -> Result<(), StoreError> {
         self.require_module(module, Action::Share)?;
         let mut tx = self.db().begin_write().await?;
-        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let facts =
+            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
         }
@@ -657,27 +776,33 @@ impl<'s> Scoped<'s> {
             return Err(StoreError::invalid("target", "no such user or department"));
         }
         let mut q = self.db().sql();
-        q.push("DELETE FROM record_shares WHERE org_id = ").bind(self.principal.org).push(" AND module = ").bind(module.as_str());
+        q.push("DELETE FROM record_shares WHERE org_id = ")
+            .bind(self.principal.org)
+            .push(" AND module = ")
+            .bind(module.as_str());
         q.push(" AND record_id = ").bind(id).push(" AND share_key = ").bind(key.encode());
         q.execute(&mut *tx).await?;
         let mut q = self.db().sql();
-        q.push("INSERT INTO record_shares (org_id, module, record_id, share_key, level, created_by, created_at) VALUES (")
-            .bind(self.principal.org)
-            .push(", ")
-            .bind(module.as_str())
-            .push(", ")
-            .bind(id)
-            .push(", ")
-            .bind(key.encode())
-            .push(", ")
-            .bind(level.as_i64())
-            .push(", ")
-            .bind(self.principal.user)
-            .push(", ")
-            .bind(now_ms())
-            .push(")");
+        q.push(
+            "INSERT INTO record_shares (org_id, module, record_id, share_key, level, created_by, created_at) VALUES (",
+        )
+        .bind(self.principal.org)
+        .push(", ")
+        .bind(module.as_str())
+        .push(", ")
+        .bind(id)
+        .push(", ")
+        .bind(key.encode())
+        .push(", ")
+        .bind(level.as_i64())
+        .push(", ")
+        .bind(self.principal.user)
+        .push(", ")
+        .bind(now_ms())
+        .push(")");
         q.execute(&mut *tx).await?;
-        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.share")
+        let e = self
+            .audit_entry("record.share")
             .record(module, id)
             .detail(serde_json::json!({"target": key, "level": level}));
         audit::append(&mut tx, self.db().engine, &e).await?;
@@ -686,10 +811,17 @@ impl<'s> Scoped<'s> {
     }
 
     /// Adds or changes a record-team member (needs `share` on the record).
-    pub async fn set_team_member(&self, module: Module, id: RecordId, user: UserId, level: Option<Level>) -> Result<(), StoreError> {
+    pub async fn set_team_member(
+        &self,
+        module: Module,
+        id: RecordId,
+        user: UserId,
+        level: Option<Level>,
+    ) -> Result<(), StoreError> {
         self.require_module(module, Action::Share)?;
         let mut tx = self.db().begin_write().await?;
-        let facts = load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        let facts =
+            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
         }
@@ -700,7 +832,10 @@ impl<'s> Scoped<'s> {
             return Err(StoreError::invalid("user_id", "no such user"));
         }
         let mut q = self.db().sql();
-        q.push("DELETE FROM record_team WHERE org_id = ").bind(self.principal.org).push(" AND module = ").bind(module.as_str());
+        q.push("DELETE FROM record_team WHERE org_id = ")
+            .bind(self.principal.org)
+            .push(" AND module = ")
+            .bind(module.as_str());
         q.push(" AND record_id = ").bind(id).push(" AND user_id = ").bind(user);
         q.execute(&mut *tx).await?;
         if let Some(level) = level {
@@ -718,7 +853,8 @@ impl<'s> Scoped<'s> {
                 .push(")");
             q.execute(&mut *tx).await?;
         }
-        let e = AuditEntry::new(self.principal.org, Some(self.principal.user), "record.team")
+        let e = self
+            .audit_entry("record.team")
             .record(module, id)
             .detail(serde_json::json!({"user": user, "level": level}));
         audit::append(&mut tx, self.db().engine, &e).await?;
@@ -744,7 +880,10 @@ pub(crate) async fn load_facts(
     let record = decode(s, &row)?;
     let mut facts = RecordFacts::new(record);
     let mut q = Sql::new(engine);
-    q.push("SELECT user_id, level FROM record_team WHERE org_id = ").bind(org).push(" AND module = ").bind(module.as_str());
+    q.push("SELECT user_id, level FROM record_team WHERE org_id = ")
+        .bind(org)
+        .push(" AND module = ")
+        .bind(module.as_str());
     q.push(" AND record_id = ").bind(id);
     for r in q.fetch_all(&mut *conn).await? {
         if let Some(level) = Level::from_i64(r.try_get("level")?) {
@@ -752,7 +891,10 @@ pub(crate) async fn load_facts(
         }
     }
     let mut q = Sql::new(engine);
-    q.push("SELECT share_key, level FROM record_shares WHERE org_id = ").bind(org).push(" AND module = ").bind(module.as_str());
+    q.push("SELECT share_key, level FROM record_shares WHERE org_id = ")
+        .bind(org)
+        .push(" AND module = ")
+        .bind(module.as_str());
     q.push(" AND record_id = ").bind(id);
     for r in q.fetch_all(&mut *conn).await? {
         let key: String = r.try_get("share_key")?;
@@ -760,10 +902,10 @@ pub(crate) async fn load_facts(
             facts.shares.push(ShareEntry { key, level });
         }
     }
-    if let Some((field, parent)) = s.parent {
-        if let Some(pid) = facts.record.fields.get(field).and_then(Value::as_int) {
-            facts.parent = Box::pin(load_facts(conn, engine, org, parent, pid)).await?.map(Box::new);
-        }
+    if let Some((field, parent)) = s.parent
+        && let Some(pid) = facts.record.fields.get(field).and_then(Value::as_int)
+    {
+        facts.parent = Box::pin(load_facts(conn, engine, org, parent, pid)).await?.map(Box::new);
     }
     Ok(Some(facts))
 }

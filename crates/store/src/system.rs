@@ -4,21 +4,16 @@
 
 use crate::audit::{self, AuditEntry};
 use crate::{Principal, Store, StoreError, now_ms};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use crm_domain::{DeptId, Module, OrgId, RoleId, UserId, Value};
 use crm_policy::{PolicyConfig, UserStatus};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
-/// Absolute session lifetime and idle timeout.
-const SESSION_LIFETIME_MS: i64 = 12 * 3600 * 1000;
-const SESSION_IDLE_MS: i64 = 2 * 3600 * 1000;
+// Sessions, their lifetimes and the sign-in flow live in `crate::auth`.
 
 pub struct SystemAccess<'s> {
-    store: &'s Store,
+    pub(crate) store: &'s Store,
 }
 
 #[derive(Debug, Clone)]
@@ -49,20 +44,7 @@ pub(crate) fn hash_token(token: &str) -> String {
 }
 
 fn hash_password(password: &str) -> Result<String, StoreError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Config(format!("password hashing failed: {e}")))
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
-}
-
-/// A hash to verify against when the user does not exist, so unknown users cost the same time as known ones.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("not-a-real-password-4f1c").unwrap_or_default())
+    crate::auth::password::hash_blocking(password)
 }
 
 impl<'s> SystemAccess<'s> {
@@ -70,7 +52,7 @@ impl<'s> SystemAccess<'s> {
         SystemAccess { store }
     }
 
-    fn db(&self) -> &crate::db::Db {
+    pub(crate) fn db(&self) -> &crate::db::Db {
         &self.store.db
     }
 
@@ -86,7 +68,12 @@ impl<'s> SystemAccess<'s> {
         Ok(q.fetch_optional(&self.db().pool).await?.map(|r| r.try_get("id")).transpose()?)
     }
 
-    pub async fn create_organization(&self, slug: &str, name: &str, config: &PolicyConfig) -> Result<OrgId, StoreError> {
+    pub async fn create_organization(
+        &self,
+        slug: &str,
+        name: &str,
+        config: &PolicyConfig,
+    ) -> Result<OrgId, StoreError> {
         config.validate().map_err(|e| StoreError::Config(e.to_string()))?;
         let doc = serde_json::to_string(config).map_err(|e| StoreError::Config(e.to_string()))?;
         let mut tx = self.db().begin_write().await?;
@@ -101,8 +88,12 @@ impl<'s> SystemAccess<'s> {
             .bind(now_ms())
             .push(") RETURNING id");
         let org: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
-        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, None, "organization.create").detail(serde_json::json!({"slug": slug})))
-            .await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, None, "organization.create").detail(serde_json::json!({"slug": slug})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(org)
     }
@@ -114,7 +105,12 @@ impl<'s> SystemAccess<'s> {
         Ok(())
     }
 
-    pub async fn create_department(&self, org: OrgId, parent: Option<DeptId>, name: &str) -> Result<DeptId, StoreError> {
+    pub async fn create_department(
+        &self,
+        org: OrgId,
+        parent: Option<DeptId>,
+        name: &str,
+    ) -> Result<DeptId, StoreError> {
         let mut tx = self.db().begin_write().await?;
         if let Some(p) = parent {
             let mut q = self.db().sql();
@@ -136,7 +132,9 @@ impl<'s> SystemAccess<'s> {
         audit::append(
             &mut tx,
             self.db().engine,
-            &AuditEntry::new(org, None, "department.create").detail(serde_json::json!({"id": id, "parent_id": parent, "name": name})),
+            &AuditEntry::new(org, None, "department.create")
+                .target(format!("department:{id}"))
+                .detail(serde_json::json!({"id": id, "parent_id": parent, "name": name})),
         )
         .await?;
         tx.commit().await?;
@@ -171,13 +169,16 @@ impl<'s> SystemAccess<'s> {
             .push(", ")
             .bind(now)
             .push(") RETURNING id");
-        let id: i64 = q.fetch_one(&mut *tx).await.map_err(|e| match e {
-            StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                StoreError::Conflict(format!("username {} is taken", u.username))
-            }
-            e => e,
-        })?
-        .try_get("id")?;
+        let id: i64 = q
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match e {
+                StoreError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    StoreError::Conflict(format!("username {} is taken", u.username))
+                }
+                e => e,
+            })?
+            .try_get("id")?;
         for (i, d) in u.departments.iter().enumerate() {
             let mut q = self.db().sql();
             q.push("INSERT INTO user_departments (org_id, user_id, department_id, is_primary) VALUES (")
@@ -193,14 +194,20 @@ impl<'s> SystemAccess<'s> {
         }
         for r in &u.roles {
             let mut q = self.db().sql();
-            q.push("INSERT INTO user_roles (org_id, user_id, role_id) VALUES (").bind(org).push(", ").bind(id).push(", ").bind(*r).push(")");
+            q.push("INSERT INTO user_roles (org_id, user_id, role_id) VALUES (")
+                .bind(org)
+                .push(", ")
+                .bind(id)
+                .push(", ")
+                .bind(*r)
+                .push(")");
             q.execute(&mut *tx).await?;
         }
         self.bump(&mut tx, org).await?;
         audit::append(
             &mut tx,
             self.db().engine,
-            &AuditEntry::new(org, None, "user.create").detail(serde_json::json!({
+            &AuditEntry::new(org, None, "user.create").subject(id).target(format!("user:{id}")).detail(serde_json::json!({
                 "id": id, "username": u.username, "departments": u.departments, "roles": u.roles, "manager_id": u.manager
             })),
         )
@@ -210,7 +217,13 @@ impl<'s> SystemAccess<'s> {
     }
 
     /// Replaces a user's departments (primary first). Holds at the next request: the policy version is bumped.
-    pub async fn set_user_departments(&self, org: OrgId, actor: Option<UserId>, user: UserId, departments: &[DeptId]) -> Result<(), StoreError> {
+    pub async fn set_user_departments(
+        &self,
+        org: OrgId,
+        actor: Option<UserId>,
+        user: UserId,
+        departments: &[DeptId],
+    ) -> Result<(), StoreError> {
         let mut tx = self.db().begin_write().await?;
         self.require_user(&mut tx, org, user).await?;
         let mut q = self.db().sql();
@@ -234,7 +247,10 @@ impl<'s> SystemAccess<'s> {
         audit::append(
             &mut tx,
             self.db().engine,
-            &AuditEntry::new(org, actor, "user.departments").detail(serde_json::json!({"user": user, "departments": departments})),
+            &AuditEntry::new(org, actor, "user.departments")
+                .subject(user)
+                .target(format!("user:{user}"))
+                .detail(serde_json::json!({"user": user, "departments": departments})),
         )
         .await?;
         tx.commit().await?;
@@ -242,26 +258,59 @@ impl<'s> SystemAccess<'s> {
     }
 
     /// Replaces a user's roles.
-    pub async fn set_user_roles(&self, org: OrgId, actor: Option<UserId>, user: UserId, roles: &[RoleId]) -> Result<(), StoreError> {
+    pub async fn set_user_roles(
+        &self,
+        org: OrgId,
+        actor: Option<UserId>,
+        user: UserId,
+        roles: &[RoleId],
+    ) -> Result<(), StoreError> {
         let mut tx = self.db().begin_write().await?;
         self.require_user(&mut tx, org, user).await?;
+        // A role taken away ends the user's sessions at once (they sign in again under the reduced rights).
+        let mut q = self.db().sql();
+        q.push("SELECT role_id FROM user_roles WHERE org_id = ").bind(org).push(" AND user_id = ").bind(user);
+        let before: Vec<i64> =
+            q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get("role_id")).collect::<Result<_, _>>()?;
+        if before.iter().any(|r| !roles.contains(r)) {
+            crate::auth::sessions::revoke_user_sessions(&mut tx, self.db().engine, org, user, None, now_ms()).await?;
+        }
         let mut q = self.db().sql();
         q.push("DELETE FROM user_roles WHERE org_id = ").bind(org).push(" AND user_id = ").bind(user);
         q.execute(&mut *tx).await?;
         for r in roles {
             let mut q = self.db().sql();
-            q.push("INSERT INTO user_roles (org_id, user_id, role_id) VALUES (").bind(org).push(", ").bind(user).push(", ").bind(*r).push(")");
+            q.push("INSERT INTO user_roles (org_id, user_id, role_id) VALUES (")
+                .bind(org)
+                .push(", ")
+                .bind(user)
+                .push(", ")
+                .bind(*r)
+                .push(")");
             q.execute(&mut *tx).await?;
         }
         self.bump(&mut tx, org).await?;
-        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "user.roles").detail(serde_json::json!({"user": user, "roles": roles})))
-            .await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, actor, "user.roles")
+                .subject(user)
+                .target(format!("user:{user}"))
+                .detail(serde_json::json!({"user": user, "roles": roles})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Sets a user's manager; a cycle in the reporting line is refused.
-    pub async fn set_manager(&self, org: OrgId, actor: Option<UserId>, user: UserId, manager: Option<UserId>) -> Result<(), StoreError> {
+    pub async fn set_manager(
+        &self,
+        org: OrgId,
+        actor: Option<UserId>,
+        user: UserId,
+        manager: Option<UserId>,
+    ) -> Result<(), StoreError> {
         if let Some(m) = manager {
             let policy = self.store.org_policy(org, -1).await?;
             if policy.directory.user(m).is_none() {
@@ -274,17 +323,35 @@ impl<'s> SystemAccess<'s> {
         let mut tx = self.db().begin_write().await?;
         self.require_user(&mut tx, org, user).await?;
         let mut q = self.db().sql();
-        q.push("UPDATE users SET manager_id = ").bind(manager).push(" WHERE org_id = ").bind(org).push(" AND id = ").bind(user);
+        q.push("UPDATE users SET manager_id = ")
+            .bind(manager)
+            .push(" WHERE org_id = ")
+            .bind(org)
+            .push(" AND id = ")
+            .bind(user);
         q.execute(&mut *tx).await?;
         self.bump(&mut tx, org).await?;
-        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "user.manager").detail(serde_json::json!({"user": user, "manager": manager})))
-            .await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, actor, "user.manager")
+                .subject(user)
+                .target(format!("user:{user}"))
+                .detail(serde_json::json!({"user": user, "manager": manager})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Activates, locks or deactivates a user. Locking and deactivation end the user's sessions at once.
-    pub async fn set_user_status(&self, org: OrgId, actor: Option<UserId>, user: UserId, status: UserStatus) -> Result<(), StoreError> {
+    pub async fn set_user_status(
+        &self,
+        org: OrgId,
+        actor: Option<UserId>,
+        user: UserId,
+        status: UserStatus,
+    ) -> Result<(), StoreError> {
         let mut tx = self.db().begin_write().await?;
         self.require_user(&mut tx, org, user).await?;
         let now = now_ms();
@@ -293,20 +360,34 @@ impl<'s> SystemAccess<'s> {
         q.push(" WHERE org_id = ").bind(org).push(" AND id = ").bind(user);
         q.execute(&mut *tx).await?;
         if status != UserStatus::Active {
-            let mut q = self.db().sql();
-            q.push("UPDATE sessions SET revoked_at = ").bind(now).push(" WHERE org_id = ").bind(org);
-            q.push(" AND user_id = ").bind(user).push(" AND revoked_at IS NULL");
-            q.execute(&mut *tx).await?;
+            crate::auth::sessions::revoke_user_sessions(&mut tx, self.db().engine, org, user, None, now).await?;
+            // A deactivated user's API tokens die with the deactivation (a lock only suspends them).
+            if status == UserStatus::Deactivated {
+                crate::auth::tokens::revoke_all(&mut tx, self.db().engine, org, user, now).await?;
+            }
         }
         self.bump(&mut tx, org).await?;
-        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "user.status").detail(serde_json::json!({"user": user, "status": status})))
-            .await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, actor, "user.status")
+                .subject(user)
+                .target(format!("user:{user}"))
+                .detail(serde_json::json!({"user": user, "status": status})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Moves a department under another; a cycle is refused.
-    pub async fn move_department(&self, org: OrgId, actor: Option<UserId>, dept: DeptId, parent: Option<DeptId>) -> Result<(), StoreError> {
+    pub async fn move_department(
+        &self,
+        org: OrgId,
+        actor: Option<UserId>,
+        dept: DeptId,
+        parent: Option<DeptId>,
+    ) -> Result<(), StoreError> {
         let policy = self.store.org_policy(org, -1).await?;
         if !policy.directory.has_department(dept) {
             return Err(StoreError::NotFound);
@@ -321,11 +402,22 @@ impl<'s> SystemAccess<'s> {
         }
         let mut tx = self.db().begin_write().await?;
         let mut q = self.db().sql();
-        q.push("UPDATE departments SET parent_id = ").bind(parent).push(" WHERE org_id = ").bind(org).push(" AND id = ").bind(dept);
+        q.push("UPDATE departments SET parent_id = ")
+            .bind(parent)
+            .push(" WHERE org_id = ")
+            .bind(org)
+            .push(" AND id = ")
+            .bind(dept);
         q.execute(&mut *tx).await?;
         self.bump(&mut tx, org).await?;
-        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "department.move").detail(serde_json::json!({"id": dept, "parent_id": parent})))
-            .await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, actor, "department.move")
+                .target(format!("department:{dept}"))
+                .detail(serde_json::json!({"id": dept, "parent_id": parent})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -343,22 +435,41 @@ impl<'s> SystemAccess<'s> {
     }
 
     /// Replaces the access configuration after validating it; audited with the document before and after.
-    pub async fn set_policy(&self, org: OrgId, actor: Option<UserId>, config: &PolicyConfig) -> Result<i64, StoreError> {
+    pub async fn set_policy(
+        &self,
+        org: OrgId,
+        actor: Option<UserId>,
+        config: &PolicyConfig,
+    ) -> Result<i64, StoreError> {
         config.validate().map_err(|e| StoreError::BadQuery(e.to_string()))?;
         let doc = serde_json::to_string(config).map_err(|e| StoreError::Config(e.to_string()))?;
         let mut tx = self.db().begin_write().await?;
+        let mut old = self.db().sql();
+        old.push("SELECT policy FROM organizations WHERE id = ").bind(org);
+        let old: Option<String> = old.fetch_optional(&mut *tx).await?.map(|r| r.try_get("policy")).transpose()?;
+        let changes = crate::audit_query::policy_changes(old.as_deref().unwrap_or("{}"), config);
         let mut q = self.db().sql();
-        q.push("UPDATE organizations SET policy = ").bind(doc).push(", policy_version = policy_version + 1 WHERE id = ").bind(org);
+        q.push("UPDATE organizations SET policy = ")
+            .bind(doc)
+            .push(", policy_version = policy_version + 1 WHERE id = ")
+            .bind(org);
         q.push(" RETURNING policy_version");
         let version: i64 = q.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?.try_get("policy_version")?;
-        audit::append(&mut tx, self.db().engine, &AuditEntry::new(org, actor, "policy.update").detail(serde_json::json!({"version": version})))
-            .await?;
+        audit::append(
+            &mut tx,
+            self.db().engine,
+            &AuditEntry::new(org, actor, "policy.update")
+                .target("policy")
+                .detail(serde_json::json!({"version": version, "changes": changes})),
+        )
+        .await?;
         tx.commit().await?;
         Ok(version)
     }
 
-    /// Signs in with a password. Unknown users, wrong passwords and inactive accounts fail alike, after the same
-    /// amount of hashing work. `organization` (a slug) is needed only when the username exists in several.
+    /// Signs in with a password alone (tools, tests, and clients without a second factor). Every failure is the
+    /// same `Forbidden`, after the same work; an account that needs a second factor fails here too: use
+    /// [`SystemAccess::sign_in_with`] (in `auth::signin`), which this wraps.
     pub async fn sign_in(
         &self,
         organization: Option<&str>,
@@ -367,95 +478,32 @@ impl<'s> SystemAccess<'s> {
         ip: Option<String>,
         user_agent: Option<String>,
     ) -> Result<SignIn, StoreError> {
-        let mut q = self.db().sql();
-        q.push("SELECT u.id, u.org_id, u.password_hash, u.status, u.must_change_password FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = ")
-            .bind(username);
-        if let Some(slug) = organization {
-            q.push(" AND o.slug = ").bind(slug);
+        use crate::auth::{ClientInfo, SignInFailure, SignInOutcome, SignInRequest};
+        let client = ClientInfo { ip: ip.and_then(|s| s.parse().ok()), user_agent };
+        let req = SignInRequest { organization, username, password, ..SignInRequest::default() };
+        match self.sign_in_with(&req, &client).await {
+            Ok(SignInOutcome::Signed(s)) => Ok(SignIn {
+                token: s.token,
+                org: s.org,
+                user: s.user,
+                must_change_password: s.must_change_password,
+                expires_at: s.expires_at,
+            }),
+            Ok(SignInOutcome::MfaRequired { .. }) => Err(StoreError::Forbidden("a second factor is required".into())),
+            Err(SignInFailure::Store(e)) => Err(e),
+            Err(_) => Err(StoreError::Forbidden("invalid username or password".into())),
         }
-        let rows = q.fetch_all(&self.db().pool).await?;
-        let candidate = if rows.len() == 1 { rows.into_iter().next() } else { None };
-        let (hash, found) = match &candidate {
-            Some(r) => (r.try_get::<String, _>("password_hash")?, true),
-            None => (dummy_hash().to_string(), false),
-        };
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash)).await.unwrap_or(false);
-        let failed = || StoreError::Forbidden("invalid username or password".into());
-        let Some(row) = candidate.filter(|_| found && ok) else {
-            if let Some(r) = candidate_org(&self.db().sql(), organization, username, &self.db().pool).await? {
-                let mut tx = self.db().begin_write().await?;
-                let e = AuditEntry { ip: ip.clone(), ..AuditEntry::new(r, None, "session.sign_in") }
-                    .outcome("failure")
-                    .detail(serde_json::json!({"username": username, "user_agent": user_agent}));
-                audit::append(&mut tx, self.db().engine, &e).await?;
-                tx.commit().await?;
-            }
-            return Err(failed());
-        };
-        let user: i64 = row.try_get("id")?;
-        let org: i64 = row.try_get("org_id")?;
-        let status: String = row.try_get("status")?;
-        if status != "active" {
-            return Err(failed());
-        }
-        let token = hex::encode(rand::random::<[u8; 32]>());
-        let now = now_ms();
-        let expires_at = now + SESSION_LIFETIME_MS;
-        let mut tx = self.db().begin_write().await?;
-        let mut q = self.db().sql();
-        q.push("INSERT INTO sessions (org_id, user_id, token_hash, kind, created_at, last_seen_at, expires_at, ip, user_agent) VALUES (")
-            .bind(org)
-            .push(", ")
-            .bind(user)
-            .push(", ")
-            .bind(hash_token(&token))
-            .push(", 'api', ")
-            .bind(now)
-            .push(", ")
-            .bind(now)
-            .push(", ")
-            .bind(expires_at)
-            .push(", ")
-            .bind(ip.clone())
-            .push(", ")
-            .bind(user_agent.clone())
-            .push(") RETURNING id");
-        let session: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
-        let e = AuditEntry { ip, ..AuditEntry::new(org, Some(user), "session.sign_in") }
-            .detail(serde_json::json!({"session": session, "user_agent": user_agent}));
-        audit::append(&mut tx, self.db().engine, &e).await?;
-        tx.commit().await?;
-        Ok(SignIn { token, org, user, must_change_password: row.try_get::<i64, _>("must_change_password")? != 0, expires_at })
     }
 
-    /// Resolves a bearer token to its principal, or `None` when the token is unknown, revoked, expired or idle, or
-    /// its user is no longer active.
+    /// Resolves a bearer token (session or API token) to its principal, or `None` when the token is unknown,
+    /// revoked, expired or idle, its user is no longer active, or the organization's network or time policy
+    /// refuses a caller of unknown address. Request handlers use [`SystemAccess::authenticate_from`] (in
+    /// `auth::account`) with the client's address.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        let mut q = self.db().sql();
-        q.push("SELECT s.id, s.org_id, s.user_id, s.expires_at, s.last_seen_at, s.revoked_at, u.status, o.policy_version FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id WHERE s.token_hash = ")
-            .bind(hash_token(token));
-        let Some(r) = q.fetch_optional(&self.db().pool).await? else { return Ok(None) };
-        let now = now_ms();
-        let revoked: Option<i64> = r.try_get("revoked_at")?;
-        let expires: i64 = r.try_get("expires_at")?;
-        let last_seen: i64 = r.try_get("last_seen_at")?;
-        let status: String = r.try_get("status")?;
-        if revoked.is_some() || expires <= now || now - last_seen > SESSION_IDLE_MS || status != "active" {
-            return Ok(None);
+        match self.authenticate_from(token, &crate::auth::ClientInfo::default()).await? {
+            crate::auth::AuthOutcome::Valid(a) => Ok(Some(a.principal)),
+            _ => Ok(None),
         }
-        let session: i64 = r.try_get("id")?;
-        if now - last_seen > 60_000 {
-            // Idle tracking at minute granularity: one small write a minute per session, not one per request.
-            let mut up = self.db().sql();
-            up.push("UPDATE sessions SET last_seen_at = ").bind(now).push(" WHERE id = ").bind(session);
-            up.execute(&self.db().pool).await?;
-        }
-        let org: i64 = r.try_get("org_id")?;
-        let user: i64 = r.try_get("user_id")?;
-        let version: i64 = r.try_get("policy_version")?;
-        let access = self.store.access_at(org, user, version).await?;
-        Ok(Some(Principal { org, user, session_id: session, access, policy_version: version }))
     }
 
     /// System-path helper for tools and tests: the principal of `user` at the organization's current policy
@@ -474,30 +522,27 @@ impl<'s> SystemAccess<'s> {
         Ok(Principal { org, user, session_id: 0, access, policy_version: version })
     }
 
+    /// Ends the principal's session (recorded through the account-security event writer).
     pub async fn sign_out(&self, principal: &Principal) -> Result<(), StoreError> {
-        let mut tx = self.db().begin_write().await?;
-        let mut q = self.db().sql();
-        q.push("UPDATE sessions SET revoked_at = ").bind(now_ms()).push(" WHERE id = ").bind(principal.session_id);
-        q.execute(&mut *tx).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(principal.org, Some(principal.user), "session.sign_out").detail(serde_json::json!({"session": principal.session_id})),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::auth::account::end_session_of(self, principal, &crate::auth::ClientInfo::default()).await
     }
 
     /// Bulk insert for the demo seed and data generator: one transaction, one audit entry for the batch.
-    pub async fn seed_records(&self, org: OrgId, module: Module, rows: &[(UserId, BTreeMap<&'static str, Value>)]) -> Result<Vec<i64>, StoreError> {
+    pub async fn seed_records(
+        &self,
+        org: OrgId,
+        module: Module,
+        rows: &[(UserId, BTreeMap<&'static str, Value>)],
+    ) -> Result<Vec<i64>, StoreError> {
         let schema = crm_domain::schema(module).ok_or(StoreError::NotFound)?;
         let mut tx = self.db().begin_write().await?;
         let mut ids = Vec::with_capacity(rows.len());
         let now = now_ms();
         for (i, (owner, fields)) in rows.iter().enumerate() {
             let mut q = self.db().sql();
-            q.push("INSERT INTO ").push(schema.table).push(" (org_id, owner_id, created_by, updated_by, created_at, updated_at");
+            q.push("INSERT INTO ")
+                .push(schema.table)
+                .push(" (org_id, owner_id, created_by, updated_by, created_at, updated_at");
             for f in schema.fields {
                 q.push(", ").push(f.name);
             }
@@ -513,7 +558,8 @@ impl<'s> SystemAccess<'s> {
         audit::append(
             &mut tx,
             self.db().engine,
-            &AuditEntry::new(org, None, "record.seed").detail(serde_json::json!({"module": module, "count": rows.len()})),
+            &AuditEntry::new(org, None, "record.seed")
+                .detail(serde_json::json!({"module": module, "count": rows.len()})),
         )
         .await?;
         tx.commit().await?;
@@ -539,20 +585,4 @@ impl<'s> SystemAccess<'s> {
         q.push("SELECT id, slug FROM organizations ORDER BY id");
         q.fetch_all(&self.db().pool).await?.iter().map(|r| Ok((r.try_get("id")?, r.try_get("slug")?))).collect()
     }
-}
-
-/// The organization a failed sign-in belongs to, when the username names exactly one user (for the audit trail).
-async fn candidate_org(
-    sql: &crate::db::Sql,
-    organization: Option<&str>,
-    username: &str,
-    pool: &sqlx::AnyPool,
-) -> Result<Option<OrgId>, StoreError> {
-    let mut q = crate::db::Sql::new(sql.engine);
-    q.push("SELECT u.org_id FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = ").bind(username);
-    if let Some(slug) = organization {
-        q.push(" AND o.slug = ").bind(slug);
-    }
-    let rows = q.fetch_all(pool).await?;
-    Ok(if rows.len() == 1 { Some(rows[0].try_get("org_id")?) } else { None })
 }

@@ -79,11 +79,7 @@ fn replace_db(base: &str, name: &str) -> String {
     };
     let cut = head.rfind('/').map(|i| i + 1).unwrap_or(head.len());
     let after_scheme = head.find("://").map(|i| i + 3).unwrap_or(0);
-    if cut <= after_scheme {
-        format!("{head}/{name}{tail}")
-    } else {
-        format!("{}{name}{tail}", &head[..cut])
-    }
+    if cut <= after_scheme { format!("{head}/{name}{tail}") } else { format!("{}{name}{tail}", &head[..cut]) }
 }
 
 async fn admin(base: &str, statement: &str) {

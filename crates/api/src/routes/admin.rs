@@ -79,7 +79,11 @@ pub struct Created {
 /// Create a user in departments within your scope, with roles you hold yourself.
 #[utoipa::path(post, path = "/api/v1/admin/users", tag = "administration", security(("bearer" = [])), request_body = CreateUser,
     responses((status = 201, body = Created), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub async fn create_user(State(state): State<AppState>, Authed(p): Authed, ApiJson(u): ApiJson<CreateUser>) -> Result<(StatusCode, Json<Created>), ApiError> {
+pub async fn create_user(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiJson(u): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let id = state
         .store
         .scoped(p)
@@ -102,7 +106,12 @@ pub async fn create_user(State(state): State<AppState>, Authed(p): Authed, ApiJs
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "administration", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = Object,
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn update_user(State(state): State<AppState>, Authed(p): Authed, Path(id): Path<i64>, ApiJson(patch): ApiJson<UserPatch>) -> Result<StatusCode, ApiError> {
+pub async fn update_user(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(id): Path<i64>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> Result<StatusCode, ApiError> {
     state.store.scoped(p).admin_update_user(id, &patch).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -110,7 +119,11 @@ pub async fn update_user(State(state): State<AppState>, Authed(p): Authed, Path(
 /// A user's effective permissions per module: actions with scopes, field access, reveal.
 #[utoipa::path(get, path = "/api/v1/admin/users/{id}/permissions", tag = "administration", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
-pub async fn user_permissions(State(state): State<AppState>, Authed(p): Authed, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn user_permissions(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let perms = state.store.scoped(p).effective_permissions(id).await?;
     Ok(Json(serde_json::to_value(perms).map_err(|_| ApiError::not_found())?))
 }
@@ -118,7 +131,10 @@ pub async fn user_permissions(State(state): State<AppState>, Authed(p): Authed, 
 /// The department tree.
 #[utoipa::path(get, path = "/api/v1/admin/departments", tag = "administration", security(("bearer" = [])),
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
-pub async fn list_departments(State(state): State<AppState>, Authed(p): Authed) -> Result<Json<Vec<DepartmentSummary>>, ApiError> {
+pub async fn list_departments(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+) -> Result<Json<Vec<DepartmentSummary>>, ApiError> {
     Ok(Json(state.store.scoped(p).admin_departments().await?))
 }
 
@@ -132,7 +148,11 @@ pub struct CreateDepartment {
 /// Create a department under one in your scope.
 #[utoipa::path(post, path = "/api/v1/admin/departments", tag = "administration", security(("bearer" = [])), request_body = CreateDepartment,
     responses((status = 201, body = Created), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn create_department(State(state): State<AppState>, Authed(p): Authed, ApiJson(d): ApiJson<CreateDepartment>) -> Result<(StatusCode, Json<Created>), ApiError> {
+pub async fn create_department(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiJson(d): ApiJson<CreateDepartment>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let id = state.store.scoped(p).admin_create_department(d.parent_id, &d.name).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
@@ -148,7 +168,12 @@ pub struct MoveDepartment {
 #[utoipa::path(patch, path = "/api/v1/admin/departments/{id}", tag = "administration", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = MoveDepartment,
     responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn move_department(State(state): State<AppState>, Authed(p): Authed, Path(id): Path<i64>, ApiJson(m): ApiJson<MoveDepartment>) -> Result<StatusCode, ApiError> {
+pub async fn move_department(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(id): Path<i64>,
+    ApiJson(m): ApiJson<MoveDepartment>,
+) -> Result<StatusCode, ApiError> {
     state.store.scoped(p).admin_move_department(id, m.parent_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -166,7 +191,11 @@ pub struct ExplainFor {
 #[utoipa::path(get, path = "/api/v1/admin/explain", tag = "administration", security(("bearer" = [])),
     params(("user" = i64, Query), ("module" = String, Query), ("record" = i64, Query), ("action" = Option<String>, Query)),
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
-pub async fn explain(State(state): State<AppState>, Authed(p): Authed, Query(q): Query<ExplainFor>) -> Result<Json<Explanation>, ApiError> {
+pub async fn explain(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Query(q): Query<ExplainFor>,
+) -> Result<Json<Explanation>, ApiError> {
     let module = record_module(&q.module)?;
     let action = match q.action.as_deref() {
         None => Action::View,
@@ -178,7 +207,11 @@ pub async fn explain(State(state): State<AppState>, Authed(p): Authed, Query(q):
 /// Every user who can view a record, and why.
 #[utoipa::path(get, path = "/api/v1/admin/access/{module}/{id}", tag = "administration", security(("bearer" = [])),
     params(("module" = String, Path), ("id" = i64, Path)), responses((status = 200, body = Object), (status = 404, body = Problem)))]
-pub async fn who_can_see(State(state): State<AppState>, Authed(p): Authed, Path((module, id)): Path<(String, i64)>) -> Result<Json<Vec<WhoCanSee>>, ApiError> {
+pub async fn who_can_see(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path((module, id)): Path<(String, i64)>,
+) -> Result<Json<Vec<WhoCanSee>>, ApiError> {
     let module = record_module(&module)?;
     Ok(Json(state.store.scoped(p).who_can_see(module, id).await?))
 }

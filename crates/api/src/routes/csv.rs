@@ -131,8 +131,12 @@ pub async fn import_csv(
     // `Scoped::import_csv` takes an optional `&dyn Fn` progress callback, which makes its future not `Send`; run it
     // to completion on a blocking thread of the runtime instead of on the handler's task.
     let runtime = tokio::runtime::Handle::current();
+    // The request's audit context does not cross threads by itself.
+    let ctx = crm_store::current_request_context().unwrap_or_default();
     let report = tokio::task::spawn_blocking(move || {
-        runtime.block_on(async move { store.scoped(p).import_csv(module, &body, None).await })
+        runtime.block_on(crm_store::with_request_context(ctx, async move {
+            store.scoped(p).import_csv(module, &body, None).await
+        }))
     })
     .await
     .map_err(|e| {

@@ -49,7 +49,8 @@ pub fn parse_list_query(module: Module, raw: Option<&str>) -> Result<ListQuery, 
             }
             "after" => q.after = Some(v.into_owned()),
             "limit" => {
-                q.limit = Some(v.parse().map_err(|_| ApiError::bad_request("limit must be a number between 1 and 200"))?)
+                q.limit =
+                    Some(v.parse().map_err(|_| ApiError::bad_request("limit must be a number between 1 and 200"))?)
             }
             "filter" => {
                 let mut parts = v.splitn(3, ':');
@@ -60,7 +61,10 @@ pub fn parse_list_query(module: Module, raw: Option<&str>) -> Result<ListQuery, 
                 let integer = field == "owner_id" || s.field(field).is_some_and(|d| d.kind.is_integer());
                 let one = |t: &str| -> Result<serde_json::Value, ApiError> {
                     if integer {
-                        t.trim().parse::<i64>().map(Into::into).map_err(|_| ApiError::bad_request(format!("{field}: must be a whole number")))
+                        t.trim()
+                            .parse::<i64>()
+                            .map(Into::into)
+                            .map_err(|_| ApiError::bad_request(format!("{field}: must be a whole number")))
                     } else {
                         Ok(t.into())
                     }
@@ -84,7 +88,12 @@ pub fn parse_list_query(module: Module, raw: Option<&str>) -> Result<ListQuery, 
         ("q" = Option<String>, Query, description = "text search"), ("sort" = Option<String>, Query), ("order" = Option<String>, Query, description = "asc or desc"),
         ("after" = Option<String>, Query, description = "cursor"), ("limit" = Option<u32>, Query), ("filter" = Option<Vec<String>>, Query, description = "field:op:value, repeatable")),
     responses((status = 200, body = Object), (status = 400, body = Problem), (status = 404, body = Problem)))]
-pub async fn list(State(state): State<AppState>, Authed(p): Authed, Path(module): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Page>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(module): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page>, ApiError> {
     let module = record_module(&module)?;
     let q = parse_list_query(module, raw.as_deref())?;
     Ok(Json(state.store.scoped(p).list(module, &q).await?))
@@ -94,7 +103,12 @@ pub async fn list(State(state): State<AppState>, Authed(p): Authed, Path(module)
 #[utoipa::path(post, path = "/api/v1/{module}/search", tag = "records", security(("bearer" = [])),
     params(("module" = String, Path)), request_body = Object,
     responses((status = 200, body = Object), (status = 400, body = Problem), (status = 404, body = Problem)))]
-pub async fn search(State(state): State<AppState>, Authed(p): Authed, Path(module): Path<String>, ApiJson(q): ApiJson<ListQuery>) -> Result<Json<Page>, ApiError> {
+pub async fn search(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(module): Path<String>,
+    ApiJson(q): ApiJson<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
     let module = record_module(&module)?;
     Ok(Json(state.store.scoped(p).list(module, &q).await?))
 }
@@ -107,7 +121,12 @@ pub struct Count {
 /// How many records you may view match the filters.
 #[utoipa::path(get, path = "/api/v1/{module}/count", tag = "records", security(("bearer" = [])), params(("module" = String, Path)),
     responses((status = 200, body = Count), (status = 400, body = Problem), (status = 404, body = Problem)))]
-pub async fn count(State(state): State<AppState>, Authed(p): Authed, Path(module): Path<String>, RawQuery(raw): RawQuery) -> Result<Json<Count>, ApiError> {
+pub async fn count(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(module): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Count>, ApiError> {
     let module = record_module(&module)?;
     let mut q = parse_list_query(module, raw.as_deref())?;
     if q.after.is_some() || q.sort.is_some() || q.limit.is_some() {
@@ -138,7 +157,11 @@ fn record_id(id: &str) -> Result<i64, ApiError> {
 /// One record; 404 for records you may not view, exactly as for missing ones.
 #[utoipa::path(get, path = "/api/v1/{module}/{id}", tag = "records", security(("bearer" = [])), params(("module" = String, Path), ("id" = i64, Path)),
     responses((status = 200, body = Object), (status = 404, body = Problem)))]
-pub async fn get(State(state): State<AppState>, Authed(p): Authed, Path((module, id)): Path<(String, String)>) -> Result<Json<RecordOut>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path((module, id)): Path<(String, String)>,
+) -> Result<Json<RecordOut>, ApiError> {
     let module = record_module(&module)?;
     Ok(Json(state.store.scoped(p).get(module, record_id(&id)?).await?))
 }
@@ -159,7 +182,11 @@ pub async fn update(
 /// Delete a record (refused while related records exist).
 #[utoipa::path(delete, path = "/api/v1/{module}/{id}", tag = "records", security(("bearer" = [])), params(("module" = String, Path), ("id" = i64, Path)),
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
-pub async fn delete(State(state): State<AppState>, Authed(p): Authed, Path((module, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path((module, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let module = record_module(&module)?;
     state.store.scoped(p).delete(module, record_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)

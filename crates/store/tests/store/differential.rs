@@ -22,8 +22,8 @@ use crate::support::{Raw, open};
 use crate::testdb::{TestDatabase, engines};
 use crm_domain::{Action, CUSTOMER_TYPES, DeptId, Level, Module, OrgId, Record, RecordId, UserId, Value, schema};
 use crm_policy::{
-    CmpOp, Criterion, Dimension, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RecordFacts, RestrictionRule,
-    Role, RuleSource, Scope, ShareEntry, ShareKey, SharingRule, TeamEntry, UserStatus,
+    CmpOp, Criterion, Dimension, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RecordFacts,
+    RestrictionRule, Role, RuleSource, Scope, ShareEntry, ShareKey, SharingRule, TeamEntry, UserStatus,
 };
 use crm_store::{ListQuery, Store, StoreError};
 use proptest::prelude::*;
@@ -188,11 +188,21 @@ fn grantee() -> impl Strategy<Value = GranteeSpec> {
 }
 
 fn crit() -> impl Strategy<Value = CritSpec> {
-    (any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 1..=3)).prop_map(|(field, op, values)| CritSpec { field, op, values })
+    (any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 1..=3)).prop_map(|(field, op, values)| CritSpec {
+        field,
+        op,
+        values,
+    })
 }
 
 fn scopes() -> impl Strategy<Value = BTreeMap<Action, Scope>> {
-    let scope = prop::sample::select(vec![Scope::Own, Scope::Subordinates, Scope::Department, Scope::DepartmentTree, Scope::All]);
+    let scope = prop::sample::select(vec![
+        Scope::Own,
+        Scope::Subordinates,
+        Scope::Department,
+        Scope::DepartmentTree,
+        Scope::All,
+    ]);
     prop::collection::btree_map(prop::sample::select(Action::ALL.to_vec()), scope, 0..=8)
 }
 
@@ -220,7 +230,12 @@ fn world() -> impl Strategy<Value = WorldSpec> {
         prop::collection::vec((any::<u8>(), prop::collection::vec(any::<u8>(), 1..=2)), 1..=2),
         level(),
     )
-        .prop_map(|(grantee, modules, partitions, level)| PartitionGrantSpec { grantee, modules, partitions, level });
+        .prop_map(|(grantee, modules, partitions, level)| PartitionGrantSpec {
+            grantee,
+            modules,
+            partitions,
+            level,
+        });
     let source = prop_oneof![
         grantee().prop_map(SourceSpec::OwnedBy),
         prop::collection::vec(crit(), 1..=2).prop_map(SourceSpec::Criteria),
@@ -228,26 +243,37 @@ fn world() -> impl Strategy<Value = WorldSpec> {
     let sharing = (any::<bool>(), source, grantee(), level())
         .prop_map(|(contacts, source, share_with, level)| SharingRuleSpec { contacts, source, share_with, level });
     let restriction = (any::<bool>(), grantee(), prop::collection::vec(crit(), 1..=2), any::<bool>()).prop_map(
-        |(contacts, applies_to, criteria, exempt_administrators)| RestrictionSpec { contacts, applies_to, criteria, exempt_administrators },
-    );
-    let customer = (any::<u8>(), prop::bool::weighted(0.03), any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>()).prop_map(
-        |(owner, foreign_owner, region, customer_type, business_line, industry, revenue)| CustomerSpec {
-            owner,
-            foreign_owner,
-            region,
-            customer_type,
-            business_line,
-            industry,
-            revenue,
+        |(contacts, applies_to, criteria, exempt_administrators)| RestrictionSpec {
+            contacts,
+            applies_to,
+            criteria,
+            exempt_administrators,
         },
     );
+    let customer =
+        (any::<u8>(), prop::bool::weighted(0.03), any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(owner, foreign_owner, region, customer_type, business_line, industry, revenue)| CustomerSpec {
+                owner,
+                foreign_owner,
+                region,
+                customer_type,
+                business_line,
+                industry,
+                revenue,
+            });
     let dangling = prop_oneof![12 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)];
     let contact = (any::<u8>(), any::<u8>(), dangling, any::<u8>(), any::<u8>())
         .prop_map(|(owner, account, dangling, name, title)| ContactSpec { owner, account, dangling, name, title });
     let share = (any::<bool>(), any::<u8>(), 0u8..4, any::<u8>(), level())
         .prop_map(|(contact, record, kind, target, level)| ShareSpec { contact, record, kind, target, level });
-    let team = (any::<bool>(), any::<u8>(), any::<u8>(), level()).prop_map(|(contact, record, user, level)| TeamSpec { contact, record, user, level });
-    let customers_default = prop::sample::select(vec![OrgDefault::Private, OrgDefault::PublicRead, OrgDefault::PublicReadWrite]);
+    let team = (any::<bool>(), any::<u8>(), any::<u8>(), level()).prop_map(|(contact, record, user, level)| TeamSpec {
+        contact,
+        record,
+        user,
+        level,
+    });
+    let customers_default =
+        prop::sample::select(vec![OrgDefault::Private, OrgDefault::PublicRead, OrgDefault::PublicReadWrite]);
     let contacts_default = prop::sample::select(vec![
         OrgDefault::Private,
         OrgDefault::PublicRead,
@@ -337,9 +363,13 @@ impl Built {
     fn grantee(&self, g: GranteeSpec, spec: &WorldSpec) -> Grantee {
         match g {
             GranteeSpec::User(i) => Grantee::User { id: pick_user(&self.users, i) },
-            GranteeSpec::Department(i, include_sub) => Grantee::Department { id: pick(&self.department_ids(), i), include_sub },
+            GranteeSpec::Department(i, include_sub) => {
+                Grantee::Department { id: pick(&self.department_ids(), i), include_sub }
+            }
             GranteeSpec::Role(i) => Grantee::Role { id: role_id(i as usize % spec.roles.len()) },
-            GranteeSpec::Group(i) if spec.groups.is_empty() => Grantee::Role { id: role_id(i as usize % spec.roles.len()) },
+            GranteeSpec::Group(i) if spec.groups.is_empty() => {
+                Grantee::Role { id: role_id(i as usize % spec.roles.len()) }
+            }
             GranteeSpec::Group(i) => Grantee::Group { id: group_id(i as usize % spec.groups.len()) },
         }
     }
@@ -390,7 +420,10 @@ impl Built {
                 id: role_id(i),
                 name: format!("role {}", i + 1),
                 description: String::new(),
-                permissions: BTreeMap::from([(Module::Customers, r.customers.clone()), (Module::Contacts, r.contacts.clone())]),
+                permissions: BTreeMap::from([
+                    (Module::Customers, r.customers.clone()),
+                    (Module::Contacts, r.contacts.clone()),
+                ]),
                 view_all: r.view_all,
                 modify_all: r.modify_all,
                 fields: BTreeMap::new(),
@@ -407,7 +440,13 @@ impl Built {
             .map(|(i, g)| Group {
                 id: group_id(i),
                 name: format!("group {}", i + 1),
-                users: g.users.iter().map(|u| pick_user(&self.users, *u)).collect::<BTreeSet<_>>().into_iter().collect(),
+                users: g
+                    .users
+                    .iter()
+                    .map(|u| pick_user(&self.users, *u))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
                 departments: g
                     .departments
                     .iter()
@@ -457,9 +496,9 @@ impl Built {
                 module: module(r.contacts),
                 source: match &r.source {
                     SourceSpec::OwnedBy(g) => RuleSource::OwnedBy { owners: self.grantee(*g, spec) },
-                    SourceSpec::Criteria(cs) => {
-                        RuleSource::Criteria { criteria: cs.iter().map(|c| self.criterion(module(r.contacts), c)).collect() }
-                    }
+                    SourceSpec::Criteria(cs) => RuleSource::Criteria {
+                        criteria: cs.iter().map(|c| self.criterion(module(r.contacts), c)).collect(),
+                    },
                 },
                 share_with: self.grantee(r.share_with, spec),
                 level: r.level,
@@ -480,7 +519,10 @@ impl Built {
             .collect();
         PolicyConfig {
             roles,
-            defaults: BTreeMap::from([(Module::Customers, spec.customers_default), (Module::Contacts, spec.contacts_default)]),
+            defaults: BTreeMap::from([
+                (Module::Customers, spec.customers_default),
+                (Module::Contacts, spec.contacts_default),
+            ]),
             dimensions: vec![dim("region"), dim("customer_type"), dim("business_line")],
             partition_grants,
             sharing_rules,
@@ -494,12 +536,22 @@ impl Built {
         let records = if module == Module::Customers { &self.customers } else { &self.contacts };
         let record = records.iter().find(|r| r.id == id)?.clone();
         let mut facts = RecordFacts::new(record);
-        facts.team = self.team.iter().filter(|t| t.0 == module && t.1 == id).map(|t| TeamEntry { user: t.2, level: t.3 }).collect();
-        facts.shares = self.shares.iter().filter(|s| s.0 == module && s.1 == id).map(|s| ShareEntry { key: s.2, level: s.3 }).collect();
-        if module == Module::Contacts {
-            if let Some(account) = facts.record.fields.get("account_id").and_then(Value::as_int) {
-                facts.parent = self.facts(Module::Customers, account).map(Box::new);
-            }
+        facts.team = self
+            .team
+            .iter()
+            .filter(|t| t.0 == module && t.1 == id)
+            .map(|t| TeamEntry { user: t.2, level: t.3 })
+            .collect();
+        facts.shares = self
+            .shares
+            .iter()
+            .filter(|s| s.0 == module && s.1 == id)
+            .map(|s| ShareEntry { key: s.2, level: s.3 })
+            .collect();
+        if module == Module::Contacts
+            && let Some(account) = facts.record.fields.get("account_id").and_then(Value::as_int)
+        {
+            facts.parent = self.facts(Module::Customers, account).map(Box::new);
         }
         Some(facts)
     }
@@ -524,7 +576,10 @@ struct Foreign {
 async fn foreign_org(store: &Store, raw: &Raw) -> Foreign {
     let sys = store.unscoped_system_access();
     let config = PolicyConfig {
-        defaults: BTreeMap::from([(Module::Customers, OrgDefault::PublicReadWrite), (Module::Contacts, OrgDefault::PublicReadWrite)]),
+        defaults: BTreeMap::from([
+            (Module::Customers, OrgDefault::PublicReadWrite),
+            (Module::Contacts, OrgDefault::PublicReadWrite),
+        ]),
         ..PolicyConfig::default()
     };
     let org = sys.create_organization("foreign", "Foreign", &config).await.expect("foreign org");
@@ -550,7 +605,8 @@ async fn insert_user(raw: &Raw, org: OrgId, username: &str, manager: Option<User
 /// team entries with SQL, and the policy last (bumping the policy version once more).
 async fn build(store: &Store, raw: &Raw, foreign: &Foreign, spec: &WorldSpec, n: u64) -> Built {
     let sys = store.unscoped_system_access();
-    let org = sys.create_organization(&format!("world-{n}"), "World", &PolicyConfig::default()).await.expect("organization");
+    let org =
+        sys.create_organization(&format!("world-{n}"), "World", &PolicyConfig::default()).await.expect("organization");
     let mut departments: Vec<(DeptId, Option<DeptId>)> = Vec::new();
     for (i, parent) in spec.departments.iter().enumerate() {
         let parent = match (i, parent) {
@@ -575,15 +631,23 @@ async fn build(store: &Store, raw: &Raw, foreign: &Foreign, spec: &WorldSpec, n:
                 depts.push(d);
             }
         }
-        let roles: Vec<i64> =
-            u.roles.iter().map(|r| role_id(*r as usize % spec.roles.len())).collect::<BTreeSet<_>>().into_iter().collect();
+        let roles: Vec<i64> = u
+            .roles
+            .iter()
+            .map(|r| role_id(*r as usize % spec.roles.len()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         users.push((id, manager, depts, roles, u.status));
     }
     let mut batch = String::new();
     for (id, _, depts, roles, _) in &users {
         for (i, d) in depts.iter().enumerate() {
             let primary = i64::from(i == 0);
-            let _ = write!(batch, "INSERT INTO user_departments (org_id, user_id, department_id, is_primary) VALUES ({org}, {id}, {d}, {primary});");
+            let _ = write!(
+                batch,
+                "INSERT INTO user_departments (org_id, user_id, department_id, is_primary) VALUES ({org}, {id}, {d}, {primary});"
+            );
         }
         for r in roles {
             let _ = write!(batch, "INSERT INTO user_roles (org_id, user_id, role_id) VALUES ({org}, {id}, {r});");
@@ -614,8 +678,11 @@ async fn build(store: &Store, raw: &Raw, foreign: &Foreign, spec: &WorldSpec, n:
         })
         .collect();
     let customer_ids = sys.seed_records(org, Module::Customers, &customer_rows).await.expect("customers");
-    let customers: Vec<Record> =
-        customer_ids.iter().zip(customer_rows).map(|(id, (owner, f))| record(Module::Customers, *id, org, owner, f)).collect();
+    let customers: Vec<Record> = customer_ids
+        .iter()
+        .zip(customer_rows)
+        .map(|(id, (owner, f))| record(Module::Customers, *id, org, owner, f))
+        .collect();
 
     let contact_rows: Vec<(UserId, BTreeMap<&'static str, Value>)> = spec
         .contacts
@@ -634,12 +701,27 @@ async fn build(store: &Store, raw: &Raw, foreign: &Foreign, spec: &WorldSpec, n:
             (pick(&user_ids, c.owner), fields)
         })
         .collect();
-    let contact_ids =
-        if contact_rows.is_empty() { Vec::new() } else { sys.seed_records(org, Module::Contacts, &contact_rows).await.expect("contacts") };
-    let contacts: Vec<Record> =
-        contact_ids.iter().zip(contact_rows).map(|(id, (owner, f))| record(Module::Contacts, *id, org, owner, f)).collect();
+    let contact_ids = if contact_rows.is_empty() {
+        Vec::new()
+    } else {
+        sys.seed_records(org, Module::Contacts, &contact_rows).await.expect("contacts")
+    };
+    let contacts: Vec<Record> = contact_ids
+        .iter()
+        .zip(contact_rows)
+        .map(|(id, (owner, f))| record(Module::Contacts, *id, org, owner, f))
+        .collect();
 
-    let mut built = Built { org, departments, users, config: PolicyConfig::default(), customers, contacts, shares: Vec::new(), team: Vec::new() };
+    let mut built = Built {
+        org,
+        departments,
+        users,
+        config: PolicyConfig::default(),
+        customers,
+        contacts,
+        shares: Vec::new(),
+        team: Vec::new(),
+    };
 
     // Manual shares and team entries, one per (record, key) as the tables' keys require.
     let target = |contact: bool, i: u8| -> Option<(Module, RecordId)> {
@@ -700,7 +782,10 @@ async fn raw_batch(raw: &Raw, sql: &str) {
         return;
     }
     let mut tx = raw.pool.begin().await.expect("begin");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     tx.commit().await.expect("commit");
 }
 
@@ -753,8 +838,10 @@ async fn check_user(store: &Store, built: &Built, user: UserId) -> Result<Tally,
                         access.labelled_pred(module, action)
                     )
                 };
-                let sql = scoped.visible_ids(module, action).await.map_err(|e| fail(format!("visible_ids: {e}"), None))?;
-                let each = scoped.decide_each(module, action).await.map_err(|e| fail(format!("decide_each: {e}"), None))?;
+                let sql =
+                    scoped.visible_ids(module, action).await.map_err(|e| fail(format!("visible_ids: {e}"), None))?;
+                let each =
+                    scoped.decide_each(module, action).await.map_err(|e| fail(format!("decide_each: {e}"), None))?;
                 let each_ids: Vec<RecordId> = each.iter().map(|(id, _)| *id).collect();
                 if each_ids != all {
                     return Err(fail(format!("decide_each covers {each_ids:?}, the organization has {all:?}"), None));
@@ -767,22 +854,30 @@ async fn check_user(store: &Store, built: &Built, user: UserId) -> Result<Tally,
                     let only_memory: Vec<_> = m.difference(&s).collect();
                     let first = only_sql.first().or(only_memory.first()).map(|i| **i);
                     return Err(fail(
-                        format!("SQL and in-memory evaluators disagree: only in SQL {only_sql:?}, only in memory {only_memory:?}"),
+                        format!(
+                            "SQL and in-memory evaluators disagree: only in SQL {only_sql:?}, only in memory {only_memory:?}"
+                        ),
                         first,
                     ));
                 }
                 for (id, decided) in &each {
-                    let facts = built.facts(module, *id).ok_or_else(|| fail(format!("record {id} not in the world"), None))?;
+                    let facts =
+                        built.facts(module, *id).ok_or_else(|| fail(format!("record {id} not in the world"), None))?;
                     let model = access.decide(module, action, &facts);
                     if model != *decided {
                         return Err(fail(
-                            format!("the store's facts decide {decided}, the world's facts decide {model} for record {id}"),
+                            format!(
+                                "the store's facts decide {decided}, the world's facts decide {model} for record {id}"
+                            ),
                             Some(*id),
                         ));
                     }
                     let explained = access.explain(module, action, &facts);
                     if explained.allowed != *decided {
-                        return Err(fail(format!("explain says {explained:?}, decide says {decided} for record {id}"), Some(*id)));
+                        return Err(fail(
+                            format!("explain says {explained:?}, decide says {decided} for record {id}"),
+                            Some(*id),
+                        ));
                     }
                 }
                 tally.pairs += each.len() as u64;

@@ -25,7 +25,12 @@ fn contact(account: RecordId, name: &str) -> BTreeMap<&'static str, Value> {
     BTreeMap::from([("account_id", Value::Int(account)), ("name", text(name))])
 }
 
-async fn seed(env: &Env, org: OrgId, module: Module, rows: Vec<(UserId, BTreeMap<&'static str, Value>)>) -> Vec<RecordId> {
+async fn seed(
+    env: &Env,
+    org: OrgId,
+    module: Module,
+    rows: Vec<(UserId, BTreeMap<&'static str, Value>)>,
+) -> Vec<RecordId> {
     env.store.unscoped_system_access().seed_records(org, module, &rows).await.expect("seed")
 }
 
@@ -107,7 +112,12 @@ async fn migrations_run_twice_idempotently() {
             again.close().await;
         }
         let raw = Raw::connect(&db.url).await;
-        assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, 1, "{engine}");
+        // Every migration applied exactly once.
+        assert_eq!(
+            raw.int("SELECT COUNT(*) FROM schema_migrations").await,
+            raw.int("SELECT MAX(version) FROM schema_migrations").await,
+            "{engine}"
+        );
         raw.close().await;
 
         // Two stores opened side by side on the same database both work.
@@ -156,7 +166,8 @@ async fn a_user_creates_reads_updates_and_deletes_a_customer() {
         assert_eq!(got["_allowed"], json!({"edit": true, "delete": true, "transfer": true, "share": true}));
         assert_eq!(s.visible_ids(C, Action::View).await.unwrap(), vec![id]);
 
-        let updated = s.update(C, id, &obj(json!({"annual_revenue": 1_500_000, "industry": "telecom"}))).await.expect("update");
+        let updated =
+            s.update(C, id, &obj(json!({"annual_revenue": 1_500_000, "industry": "telecom"}))).await.expect("update");
         assert_eq!(updated["annual_revenue"], json!(1_500_000));
         let got = s.get(C, id).await.expect("get after update");
         assert_eq!(got["industry"], json!("telecom"));
@@ -172,13 +183,14 @@ async fn a_user_creates_reads_updates_and_deletes_a_customer() {
         // One audit entry per write, in the same order, naming the actor and the record.
         let rows = env
             .raw
-            .rows(format!("SELECT action, actor_id, record_id, module FROM audit_log WHERE org_id = {} AND seq > {seq0} ORDER BY seq", org.id))
+            .rows(format!(
+                "SELECT action, actor_id, record_id, module FROM audit_log WHERE org_id = {} AND seq > {seq0} AND action NOT IN {READ_ACTIONS} ORDER BY seq",
+                org.id
+            ))
             .await;
         use sqlx::Row;
-        let got: Vec<(String, Option<i64>, Option<i64>, Option<String>)> = rows
-            .iter()
-            .map(|r| (r.get("action"), r.get("actor_id"), r.get("record_id"), r.get("module")))
-            .collect();
+        let got: Vec<(String, Option<i64>, Option<i64>, Option<String>)> =
+            rows.iter().map(|r| (r.get("action"), r.get("actor_id"), r.get("record_id"), r.get("module"))).collect();
         let m = Some("customers".to_string());
         assert_eq!(
             got,
@@ -207,7 +219,8 @@ async fn keyset_pagination_returns_every_visible_record_exactly_once_in_order() 
             .map(|i: i64| {
                 let owner = if i % 5 == 4 { wang } else { li };
                 let revenue = if i % 3 == 0 { Value::Null } else { Value::Int((i * 7919 % 13) * 100_000) };
-                let industry = if i % 4 == 0 { Value::Null } else { text(["finance", "retail", "energy"][(i % 3) as usize]) };
+                let industry =
+                    if i % 4 == 0 { Value::Null } else { text(["finance", "retail", "energy"][(i % 3) as usize]) };
                 (owner, customer(NAMES[(i % 8) as usize], &[("annual_revenue", revenue), ("industry", industry)]))
             })
             .collect::<Vec<_>>();
@@ -243,7 +256,8 @@ async fn keyset_pagination_returns_every_visible_record_exactly_once_in_order() 
         let q = ListQuery { sort: Some("name".into()), asc: true, ..ListQuery::default() };
         let items = all_pages(&s, C, &q).await;
         assert_eq!(sorted_set(&ids(&items)), mine, "{engine}");
-        let keys: Vec<(String, i64)> = items.iter().map(|r| (r["name"].as_str().unwrap().to_string(), id_of(r))).collect();
+        let keys: Vec<(String, i64)> =
+            items.iter().map(|r| (r["name"].as_str().unwrap().to_string(), id_of(r))).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{engine}: not in name asc order: {keys:?}");
 
         // A nullable number, ascending (missing values first), small pages.
@@ -330,7 +344,12 @@ async fn filters_and_text_search() {
         let search = |text: &str| ListQuery { q: Some(text.into()), ..ListQuery::default() };
 
         check(f(vec![]), pick(&|_| true), "everything").await;
-        check(f(vec![filter("annual_revenue", CmpOp::Eq, json!(1_000_000))]), pick(&|r| r.revenue == Some(1_000_000)), "eq").await;
+        check(
+            f(vec![filter("annual_revenue", CmpOp::Eq, json!(1_000_000))]),
+            pick(&|r| r.revenue == Some(1_000_000)),
+            "eq",
+        )
+        .await;
         check(
             f(vec![filter("annual_revenue", CmpOp::In, json!([100, 200]))]),
             pick(&|r| matches!(r.revenue, Some(100 | 200))),
@@ -344,13 +363,20 @@ async fn filters_and_text_search() {
         )
         .await;
         check(
-            f(vec![filter("annual_revenue", CmpOp::Gt, json!(150)), filter("annual_revenue", CmpOp::Lte, json!(500_000))]),
+            f(vec![
+                filter("annual_revenue", CmpOp::Gt, json!(150)),
+                filter("annual_revenue", CmpOp::Lte, json!(500_000)),
+            ]),
             pick(&|r| r.revenue.is_some_and(|v| v > 150 && v <= 500_000)),
             "two filters",
         )
         .await;
-        check(f(vec![filter("owner_id", CmpOp::Eq, json!(li))]), pick(&|r| DATA.iter().position(|x| x.name == r.name).unwrap() % 2 == 1), "owner")
-            .await;
+        check(
+            f(vec![filter("owner_id", CmpOp::Eq, json!(li))]),
+            pick(&|r| DATA.iter().position(|x| x.name == r.name).unwrap() % 2 == 1),
+            "owner",
+        )
+        .await;
 
         let contains = |r: &Row, needle: &str| {
             let n = needle.to_ascii_lowercase();
@@ -364,7 +390,11 @@ async fn filters_and_text_search() {
         assert_eq!(pick(&|r| contains(r, "_")).len(), 1, "`_` is a literal character");
         check(search("   "), pick(&|_| true), "blank search").await;
         check(
-            ListQuery { q: Some("acme".into()), filters: vec![filter("annual_revenue", CmpOp::Gte, json!(200))], ..ListQuery::default() },
+            ListQuery {
+                q: Some("acme".into()),
+                filters: vec![filter("annual_revenue", CmpOp::Gte, json!(200))],
+                ..ListQuery::default()
+            },
             pick(&|r| contains(r, "acme") && r.revenue.is_some_and(|v| v >= 200)),
             "search and filter",
         )
@@ -374,11 +404,20 @@ async fn filters_and_text_search() {
         // The search runs over fields the caller may read only: li's phone is masked and e-mail hidden.
         let li_s = store.scoped(org.sign_in(store, "li").await);
         let mine = |pred: &dyn Fn(&Row) -> bool| -> BTreeSet<RecordId> {
-            DATA.iter().zip(&seeded).enumerate().filter(|(i, (r, _))| i % 2 == 1 && pred(r)).map(|(_, (_, id))| *id).collect()
+            DATA.iter()
+                .zip(&seeded)
+                .enumerate()
+                .filter(|(i, (r, _))| i % 2 == 1 && pred(r))
+                .map(|(_, (_, id))| *id)
+                .collect()
         };
         for needle in ["acme", "5678", "@other", "华为"] {
             let items = all_pages(&li_s, C, &search(needle)).await;
-            assert_eq!(sorted_set(&ids(&items)), mine(&|r| r.name.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())), "{engine}: li q={needle}");
+            assert_eq!(
+                sorted_set(&ids(&items)),
+                mine(&|r| r.name.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())),
+                "{engine}: li q={needle}"
+            );
         }
         env.close().await;
     }
@@ -392,7 +431,11 @@ async fn unknown_fields_in_filters_and_sorts_are_bad_queries() {
         let org = Org::new(store, "unknown", &scenario_policy()).await;
         org.user(store, "boss", &[MANAGER]).await;
         let s = store.scoped(org.sign_in(store, "boss").await);
-        let q = |filters: Vec<FieldFilter>, sort: Option<&str>| ListQuery { filters, sort: sort.map(Into::into), ..ListQuery::default() };
+        let q = |filters: Vec<FieldFilter>, sort: Option<&str>| ListQuery {
+            filters,
+            sort: sort.map(Into::into),
+            ..ListQuery::default()
+        };
         let m = bad_query(s.list(C, &q(vec![filter("nosuch", CmpOp::Eq, json!("x"))], None)).await);
         assert_eq!(m, "unknown field nosuch");
         let m = bad_query(s.list(C, &q(vec![], Some("nosuch"))).await);
@@ -427,7 +470,13 @@ async fn a_hidden_field_is_refused_exactly_like_an_unknown_field_and_never_shown
             &env,
             org.id,
             C,
-            vec![(li, customer("Secretive Ltd", &[("email", text("zhang.secret@example.com")), ("phone", text("13812345678"))]))],
+            vec![(
+                li,
+                customer(
+                    "Secretive Ltd",
+                    &[("email", text("zhang.secret@example.com")), ("phone", text("13812345678"))],
+                ),
+            )],
         )
         .await;
         let id = seeded[0];
@@ -446,7 +495,10 @@ async fn a_hidden_field_is_refused_exactly_like_an_unknown_field_and_never_shown
         assert_eq!(boss.get(C, id).await.unwrap()["email"], json!("zhang.secret@example.com"), "the manager sees it");
 
         // Filter, sort, search: the same answer as for a field that does not exist.
-        let fq = |field: &str| ListQuery { filters: vec![filter(field, CmpOp::Eq, json!("zhang.secret@example.com"))], ..ListQuery::default() };
+        let fq = |field: &str| ListQuery {
+            filters: vec![filter(field, CmpOp::Eq, json!("zhang.secret@example.com"))],
+            ..ListQuery::default()
+        };
         let sq = |field: &str| ListQuery { sort: Some(field.into()), ..ListQuery::default() };
         let hidden = bad_query(s.list(C, &fq("email")).await);
         let unknown = bad_query(s.list(C, &fq("nosuchfield")).await);
@@ -499,7 +551,13 @@ async fn a_masked_phone_shows_like_138_stars_5678() {
         let boss = store.scoped(org.sign_in(store, "boss").await);
         assert_eq!(boss.get(C, id).await.unwrap()["phone"], json!("13812345678"), "{engine}");
         // Masked values cannot be probed by filter, sort or search, and revealing needs the right.
-        bad_query(s.list(C, &ListQuery { filters: vec![filter("phone", CmpOp::Eq, json!("13812345678"))], ..ListQuery::default() }).await);
+        bad_query(
+            s.list(
+                C,
+                &ListQuery { filters: vec![filter("phone", CmpOp::Eq, json!("13812345678"))], ..ListQuery::default() },
+            )
+            .await,
+        );
         bad_query(s.list(C, &ListQuery { sort: Some("phone".into()), ..ListQuery::default() }).await);
         assert_eq!(s.count(C, &ListQuery { q: Some("1234".into()), ..ListQuery::default() }).await.unwrap(), 0);
         assert!(matches!(s.reveal(C, id, "phone").await, Err(StoreError::Forbidden(_))), "{engine}");
@@ -549,7 +607,11 @@ async fn invalid_input_is_refused_and_writes_nothing() {
         let fields: BTreeSet<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, BTreeSet::from(["annual_revenue", "customer_type", "name"]), "{engine}");
         // Updates too.
-        for (patch, field) in [(json!({"customer_type": "alien"}), "customer_type"), (json!({"name": ""}), "name"), (json!({"annual_revenue": "1"}), "annual_revenue")] {
+        for (patch, field) in [
+            (json!({"customer_type": "alien"}), "customer_type"),
+            (json!({"name": ""}), "name"),
+            (json!({"annual_revenue": "1"}), "annual_revenue"),
+        ] {
             let errs = invalid_fields(boss.update(C, ids[0], &obj(patch.clone())).await);
             assert!(errs.iter().any(|(f, _)| f == field), "{engine}: {patch}: {errs:?}");
         }
@@ -617,7 +679,10 @@ async fn a_record_the_user_may_not_read_answers_exactly_like_a_missing_one() {
         }
         assert_eq!(refs.len(), 1, "{engine}: {refs:?}");
         not_found("contact", s.get(K, wang_contact).await);
-        assert_eq!(not_found("contact", s.get(K, wang_contact).await), not_found("missing contact", s.get(K, missing).await));
+        assert_eq!(
+            not_found("contact", s.get(K, wang_contact).await),
+            not_found("missing contact", s.get(K, missing).await)
+        );
         assert_eq!(env.raw.audit_seq(org.id).await, seq, "{engine}: refused requests wrote audit entries");
         assert_eq!(store.unscoped_system_access().verify_audit(other.id).await.unwrap(), None);
 
@@ -640,16 +705,22 @@ async fn related_lists_are_shown_only_for_visible_parents() {
         let li = org.user(store, "li", &[SALES]).await;
         let wang = org.user(store, "wang", &[SALES]).await;
         org.user(store, "boss", &[MANAGER]).await;
-        let accounts = seed(&env, org.id, C, vec![(li, customer("Li Co", &[])), (wang, customer("Wang Co", &[]))]).await;
+        let accounts =
+            seed(&env, org.id, C, vec![(li, customer("Li Co", &[])), (wang, customer("Wang Co", &[]))]).await;
         let (a, b) = (accounts[0], accounts[1]);
-        let k = seed(&env, org.id, K, vec![(li, contact(a, "c1")), (wang, contact(a, "c2")), (li, contact(b, "c3"))]).await;
+        let k =
+            seed(&env, org.id, K, vec![(li, contact(a, "c1")), (wang, contact(a, "c2")), (li, contact(b, "c3"))]).await;
         let (c1, c2, c3) = (k[0], k[1], k[2]);
         let set = |v: &[RecordId]| v.iter().copied().collect::<BTreeSet<_>>();
 
         let s = store.scoped(org.sign_in(store, "li").await);
         assert_eq!(set(&ids(&s.related(C, a, K, &ListQuery::default()).await.unwrap().items)), set(&[c1]), "{engine}");
         not_found("related of an invisible parent", s.related(C, b, K, &ListQuery::default()).await);
-        assert_eq!(set(&ids(&all_pages(&s, K, &ListQuery::default()).await)), set(&[c1, c3]), "{engine}: contacts private");
+        assert_eq!(
+            set(&ids(&all_pages(&s, K, &ListQuery::default()).await)),
+            set(&[c1, c3]),
+            "{engine}: contacts private"
+        );
         let boss = store.scoped(org.sign_in(store, "boss").await);
         assert_eq!(set(&ids(&boss.related(C, a, K, &ListQuery::default()).await.unwrap().items)), set(&[c1, c2]));
         assert_eq!(set(&ids(&boss.related(C, b, K, &ListQuery::default()).await.unwrap().items)), set(&[c3]));
@@ -660,9 +731,17 @@ async fn related_lists_are_shown_only_for_visible_parents() {
         config.defaults.insert(K, OrgDefault::ControlledByParent);
         sys.set_policy(org.id, None, &config).await.unwrap();
         let s = store.scoped(org.sign_in(store, "li").await);
-        assert_eq!(set(&ids(&s.related(C, a, K, &ListQuery::default()).await.unwrap().items)), set(&[c1, c2]), "{engine}");
+        assert_eq!(
+            set(&ids(&s.related(C, a, K, &ListQuery::default()).await.unwrap().items)),
+            set(&[c1, c2]),
+            "{engine}"
+        );
         not_found("related of an invisible parent", s.related(C, b, K, &ListQuery::default()).await);
-        assert_eq!(set(&ids(&all_pages(&s, K, &ListQuery::default()).await)), set(&[c1, c2]), "{engine}: controlled by parent");
+        assert_eq!(
+            set(&ids(&all_pages(&s, K, &ListQuery::default()).await)),
+            set(&[c1, c2]),
+            "{engine}: controlled by parent"
+        );
         not_found("contact of an invisible account", s.get(K, c3).await);
         env.close().await;
     }
@@ -685,7 +764,11 @@ async fn deleting_a_customer_with_contacts_is_a_conflict() {
         }
         s.get(C, a).await.expect("still there");
         s.get(K, id_of(&c)).await.expect("contact still there");
-        assert_eq!(env.raw.audit_seq(org.id).await, seq, "{engine}");
+        let writes = format!(
+            "SELECT COUNT(*) FROM audit_log WHERE org_id = {} AND seq > {seq} AND action NOT IN {READ_ACTIONS}",
+            org.id
+        );
+        assert_eq!(env.raw.int(writes).await, 0, "{engine}: the refused delete left an entry");
         s.delete(K, id_of(&c)).await.unwrap();
         s.delete(C, a).await.expect("no more contacts");
         not_found("deleted", s.get(C, a).await);
@@ -725,20 +808,35 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
         let detail = |seq: i64| format!("SELECT detail FROM audit_log WHERE org_id = {} AND seq = {seq}", org.id);
         use sqlx::Row;
         let original: String = env.raw.rows(detail(5)).await[0].get("detail");
-        let n = env.raw.exec(format!("UPDATE audit_log SET detail = '{{\"forged\":true}}' WHERE org_id = {} AND seq = 5", org.id)).await;
+        let n = env
+            .raw
+            .exec(format!("UPDATE audit_log SET detail = '{{\"forged\":true}}' WHERE org_id = {} AND seq = 5", org.id))
+            .await;
         assert_eq!(n, 1);
         assert_eq!(sys.verify_audit(org.id).await.unwrap(), Some((5, "entry modified".into())), "{engine}");
         assert_eq!(sys.verify_audit(bystander.id).await.unwrap(), None, "{engine}");
         env.raw
-            .exec(format!("UPDATE audit_log SET detail = '{}' WHERE org_id = {} AND seq = 5", original.replace('\'', "''"), org.id))
+            .exec(format!(
+                "UPDATE audit_log SET detail = '{}' WHERE org_id = {} AND seq = 5",
+                original.replace('\'', "''"),
+                org.id
+            ))
             .await;
         assert_eq!(sys.verify_audit(org.id).await.unwrap(), None, "{engine}: restored");
 
         // The actor, the time, the action.
-        for (column, value) in [("actor_id", wang.to_string()), ("at", "at + 1".to_string()), ("action", "'record.view'".to_string())] {
-            let saved = env.raw.rows(format!("SELECT actor_id, at, action FROM audit_log WHERE org_id = {} AND seq = 4", org.id)).await;
-            let (actor, at, action): (Option<i64>, i64, String) = (saved[0].get("actor_id"), saved[0].get("at"), saved[0].get("action"));
-            env.raw.exec(format!("UPDATE audit_log SET {column} = {value} WHERE org_id = {} AND seq = 4", org.id)).await;
+        for (column, value) in
+            [("actor_id", wang.to_string()), ("at", "at + 1".to_string()), ("action", "'record.view'".to_string())]
+        {
+            let saved = env
+                .raw
+                .rows(format!("SELECT actor_id, at, action FROM audit_log WHERE org_id = {} AND seq = 4", org.id))
+                .await;
+            let (actor, at, action): (Option<i64>, i64, String) =
+                (saved[0].get("actor_id"), saved[0].get("at"), saved[0].get("action"));
+            env.raw
+                .exec(format!("UPDATE audit_log SET {column} = {value} WHERE org_id = {} AND seq = 4", org.id))
+                .await;
             assert_eq!(sys.verify_audit(org.id).await.unwrap().map(|(s, _)| s), Some(4), "{engine}: {column}");
             let actor = actor.map(|a| a.to_string()).unwrap_or("NULL".into());
             env.raw
@@ -748,7 +846,9 @@ async fn the_audit_chain_verifies_and_detects_tampering() {
         }
 
         // A forged hash is detected at its entry.
-        let hash3: String = env.raw.rows(format!("SELECT hash FROM audit_log WHERE org_id = {} AND seq = 3", org.id)).await[0].get("hash");
+        let hash3: String =
+            env.raw.rows(format!("SELECT hash FROM audit_log WHERE org_id = {} AND seq = 3", org.id)).await[0]
+                .get("hash");
         env.raw.exec(format!("UPDATE audit_log SET hash = 'deadbeef' WHERE org_id = {} AND seq = 3", org.id)).await;
         assert_eq!(sys.verify_audit(org.id).await.unwrap().map(|(s, _)| s), Some(3), "{engine}");
         env.raw.exec(format!("UPDATE audit_log SET hash = '{hash3}' WHERE org_id = {} AND seq = 3", org.id)).await;
@@ -776,14 +876,16 @@ async fn migrations_survive_several_processes_starting_at_once() {
         for _ in 0..3 {
             let db = TestDatabase::new(engine).await;
             let url = crm_store::DatabaseUrl::parse(&db.url).unwrap();
-            let (a, b, c) = tokio::join!(crm_store::Store::open(&url), crm_store::Store::open(&url), crm_store::Store::open(&url));
+            let (a, b, c) =
+                tokio::join!(crm_store::Store::open(&url), crm_store::Store::open(&url), crm_store::Store::open(&url));
             for (name, s) in [("a", a), ("b", b), ("c", c)] {
                 let s = s.unwrap_or_else(|e| panic!("{engine}: store {name} failed to start: {e:?}"));
                 assert_eq!(s.unscoped_system_access().organization_count().await.unwrap(), 0);
                 s.close().await;
             }
             let raw = Raw::connect(&db.url).await;
-            assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, 1, "{engine}");
+            let max = raw.int("SELECT MAX(version) FROM schema_migrations").await;
+            assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, max, "{engine}");
             raw.close().await;
         }
     }
