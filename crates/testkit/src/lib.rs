@@ -3,7 +3,7 @@
 //! (`tower::ServiceExt::oneshot`, no sockets), signed-in bearer tokens, and a raw SQL connection beside the store
 //! for checks that must not go through it.
 //!
-//! ```ignore
+//! ```text
 //! let (app, demo) = TestApp::builder().engine("sqlite").build_with(async |store| seed(store).await).await;
 //! let token = app.token("rep.north1", "demo-2026").await;
 //! let page = app.get("/api/v1/customers", &token).await.assert_status(200).json();
