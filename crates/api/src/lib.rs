@@ -187,6 +187,7 @@ pub fn router_with(state: AppState, net: client::NetConfig) -> Router {
         .route("/api/v1/{module}", get(records::list).post(records::create))
         .route("/api/v1/{module}/search", post(records::search))
         .route("/api/v1/{module}/count", get(records::count))
+        .route("/api/v1/{module}/report", get(records::report))
         .route("/api/v1/{module}/{id}", get(records::get).patch(records::update).delete(records::delete))
         .route("/api/v1/{module}/{id}/explain", get(records::explain))
         .route("/api/v1/{module}/{id}/shares", post(records::share))

@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
         account::totp_disable, account::recovery_codes,
         security::get_settings, security::put_settings, security::user_security, security::reset_password, security::unlock,
         security::reset_mfa, security::end_sessions, security::sign_ins,
-        records::list, records::search, records::count, records::create, records::get, records::update, records::delete,
+        records::list, records::search, records::count, records::report, records::create, records::get, records::update, records::delete,
         records::related, records::explain, records::reveal, records::share, records::put_team, records::delete_team,
         csv::export_csv, csv::import_csv,
         admin::get_policy, admin::put_policy, admin::list_users, admin::create_user, admin::update_user, admin::user_permissions,

@@ -17,6 +17,7 @@ mod directory;
 mod migrate;
 mod records;
 mod render;
+mod report;
 mod system;
 
 pub use admin::{AccessChange, DepartmentSummary, ModulePermissions, PolicyChange, UserPatch, UserSummary, WhoCanSee};
@@ -36,6 +37,7 @@ pub use bulk::{BulkParent, BulkRecord, BulkUser};
 pub use csv_io::{CSV_MODULES, ImportReport};
 pub use db::{DatabaseUrl, Engine};
 pub use records::{FieldFilter, ListQuery, Page, RecordOut, Scoped};
+pub use report::ReportRow;
 pub use system::{NewUser, SignIn, SystemAccess};
 
 use crm_domain::{OrgId, UserId, ValueError};

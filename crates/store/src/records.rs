@@ -169,7 +169,7 @@ impl<'s> Scoped<'s> {
     }
 
     /// The field's definition if the caller may read it; hidden and unknown fields answer alike.
-    fn readable_field(
+    pub(crate) fn readable_field(
         &self,
         module: Module,
         s: &ModuleSchema,
@@ -217,7 +217,13 @@ impl<'s> Scoped<'s> {
     }
 
     /// WHERE clause shared by list, count and export: organization, policy predicate, filters, search.
-    fn where_clause(&self, sql: &mut Sql, module: Module, action: Action, q: &ListQuery) -> Result<(), StoreError> {
+    pub(crate) fn where_clause(
+        &self,
+        sql: &mut Sql,
+        module: Module,
+        action: Action,
+        q: &ListQuery,
+    ) -> Result<(), StoreError> {
         let s = schema_of(module)?;
         sql.push(" WHERE r.org_id = ").bind(self.principal.org).push(" AND ");
         render(sql, self.access().pred(module, action), module, "r", self.principal.org, 1);

@@ -310,3 +310,37 @@ pub async fn delete_team(
     state.store.scoped(p).set_team_member(module, record_id(&id)?, user, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A group-by report: count (and optionally total a number or money field) per value of a field, over the
+/// records you may view that match `q` and `filter`. Needs the reports module.
+#[utoipa::path(get, path = "/api/v1/{module}/report", tag = "records", security(("bearer" = [])),
+    params(("module" = String, Path), ("group_by" = String, Query, description = "field to group by"),
+        ("sum" = Option<String>, Query, description = "number or money field to total"),
+        ("q" = Option<String>, Query), ("filter" = Option<Vec<String>>, Query, description = "field:op:value, repeatable")),
+    responses((status = 200, body = Object), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn report(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(module): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<crm_store::ReportRow>>, ApiError> {
+    let module = record_module(&module)?;
+    // Parsed in a block: the query-string serializer must not live across the await below (it is not Send).
+    let (group_by, sum, q) = {
+        let mut group_by = None;
+        let mut sum = None;
+        let mut rest = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+            match k.as_ref() {
+                "group_by" => group_by = Some(v.into_owned()),
+                "sum" => sum = Some(v.into_owned()),
+                _ => {
+                    rest.append_pair(&k, &v);
+                }
+            }
+        }
+        let group_by = group_by.ok_or_else(|| ApiError::bad_request("group_by is required"))?;
+        (group_by, sum, parse_list_query(module, Some(&rest.finish()))?)
+    };
+    Ok(Json(state.store.scoped(p).report(module, &group_by, sum.as_deref(), &q).await?))
+}

@@ -494,3 +494,52 @@ async fn nothing_crosses_between_two_organizations() {
         );
     }
 }
+
+/// Reports go through the same policy as lists: a manager's pipeline report counts and totals only the team's
+/// opportunities, and a user without the reports module has none.
+#[tokio::test]
+async fn a_managers_pipeline_report_totals_only_the_teams_opportunities() {
+    for engine in engines() {
+        let (app, demo) = demo_app(engine).await;
+        let manager = token(&app, "manager.north").await;
+        let team = "'manager.north', 'rep.north1', 'rep.north2'";
+        let expected = app
+            .sql_rows(&format!(
+                "SELECT o.stage, COUNT(*) AS n, CAST(COALESCE(SUM(o.amount), 0) AS BIGINT) AS total FROM opportunities o \
+                 JOIN users u ON u.id = o.owner_id WHERE o.org_id = {} AND u.username IN ({team}) GROUP BY o.stage",
+                demo.org
+            ))
+            .await
+            .iter()
+            .map(|r| {
+                use sqlx::Row;
+                (r.get::<String, _>("stage"), (r.get::<i64, _>("n"), r.get::<i64, _>("total")))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        assert!(!expected.is_empty(), "[{engine}] the demo gives the north team opportunities");
+        let report =
+            app.get("/api/v1/opportunities/report?group_by=stage&sum=amount", &manager).await.assert_status(200).json();
+        let got = report
+            .as_array()
+            .expect("report rows")
+            .iter()
+            .map(|r| {
+                let key = r["key"].as_str().expect("stage").to_string();
+                (key, (r["count"].as_i64().expect("count"), r["total"].as_i64().expect("total")))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>();
+        assert_eq!(got, expected, "[{engine}] the north manager's pipeline by stage");
+
+        // Filters narrow the report exactly as they narrow the list.
+        let won = app.get("/api/v1/opportunities/report?group_by=stage&filter=stage:eq:won", &manager).await.json();
+        assert_eq!(won.as_array().map(Vec::len), Some(usize::from(expected.contains_key("won"))), "[{engine}] filter");
+
+        // An unknown grouping field is refused; a representative has no reports module at all; group_by is required.
+        let admin = token(&app, "admin").await;
+        let unknown = app.get("/api/v1/customers/report?group_by=no_such_field", &admin).await;
+        unknown.assert_problem(400, "/problems/bad-request");
+        let rep = token(&app, "rep.north1").await;
+        app.get("/api/v1/opportunities/report?group_by=stage", &rep).await.assert_problem(404, "/problems/not-found");
+        app.get("/api/v1/opportunities/report", &manager).await.assert_problem(400, "/problems/bad-request");
+    }
+}
