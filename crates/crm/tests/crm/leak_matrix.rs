@@ -269,6 +269,20 @@ async fn check_persona(app: &Arc<TestApp>, w: &World, persona: &'static str) -> 
         let count = app.get(&format!("/api/v1/{module}/count"), &tok).await.assert_status(200).json();
         assert_eq!(count["count"], expected.len(), "{}", what("count"));
 
+        // Report totals: grouped by owner, the groups add up to exactly the visible set and name only its owners.
+        let report = app.get(&format!("/api/v1/{module}/report?group_by=owner_id"), &tok).await;
+        if report.status == 200 {
+            let rows = report.json();
+            let rows = rows.as_array().cloned().unwrap_or_default();
+            let total: i64 = rows.iter().filter_map(|r| r["count"].as_i64()).sum();
+            assert_eq!(total, expected.len() as i64, "{}", what("report total"));
+            let owners: BTreeSet<i64> = rows.iter().filter_map(|r| r["key"].as_i64()).collect();
+            let want: BTreeSet<i64> = items.iter().filter_map(|i| i["owner_id"].as_i64()).collect();
+            assert_eq!(owners, want, "{}", what("report groups"));
+        } else {
+            is_404(&report, &what("a report without the reports module"));
+        }
+
         // Text search, by query string and by JSON body.
         for (q, matches) in searches(module) {
             let want = w.expected(app, persona, module, matches).await.unwrap_or_default();
