@@ -98,6 +98,20 @@ impl<'s> SystemAccess<'s> {
         Ok(org)
     }
 
+    /// The tail every directory change shares: bump the policy version (so every process recompiles at its next
+    /// request), append the audit entry, commit, all in the change's transaction.
+    async fn finish_directory_change(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Any>,
+        org: OrgId,
+        entry: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.bump(&mut tx, org).await?;
+        audit::append(&mut tx, self.db().engine, &entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn bump(&self, conn: &mut sqlx::AnyConnection, org: OrgId) -> Result<(), StoreError> {
         let mut q = self.db().sql();
         q.push("UPDATE organizations SET policy_version = policy_version + 1 WHERE id = ").bind(org);
@@ -128,16 +142,14 @@ impl<'s> SystemAccess<'s> {
             .bind(now_ms())
             .push(") RETURNING id");
         let id: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, None, "department.create")
+        self.finish_directory_change(
+            tx,
+            org,
+            AuditEntry::new(org, None, "department.create")
                 .target(format!("department:{id}"))
                 .detail(serde_json::json!({"id": id, "parent_id": parent, "name": name})),
         )
         .await?;
-        tx.commit().await?;
         Ok(id)
     }
 
@@ -203,16 +215,9 @@ impl<'s> SystemAccess<'s> {
                 .push(")");
             q.execute(&mut *tx).await?;
         }
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, None, "user.create").subject(id).target(format!("user:{id}")).detail(serde_json::json!({
+        self.finish_directory_change(tx, org, AuditEntry::new(org, None, "user.create").subject(id).target(format!("user:{id}")).detail(serde_json::json!({
                 "id": id, "username": u.username, "departments": u.departments, "roles": u.roles, "manager_id": u.manager
-            })),
-        )
-        .await?;
-        tx.commit().await?;
+            }))).await?;
         Ok(id)
     }
 
@@ -243,17 +248,15 @@ impl<'s> SystemAccess<'s> {
                 return Err(StoreError::invalid("departments", format!("no such department {d}")));
             }
         }
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, actor, "user.departments")
+        self.finish_directory_change(
+            tx,
+            org,
+            AuditEntry::new(org, actor, "user.departments")
                 .subject(user)
                 .target(format!("user:{user}"))
                 .detail(serde_json::json!({"user": user, "departments": departments})),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -289,17 +292,15 @@ impl<'s> SystemAccess<'s> {
                 .push(")");
             q.execute(&mut *tx).await?;
         }
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, actor, "user.roles")
+        self.finish_directory_change(
+            tx,
+            org,
+            AuditEntry::new(org, actor, "user.roles")
                 .subject(user)
                 .target(format!("user:{user}"))
                 .detail(serde_json::json!({"user": user, "roles": roles})),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -330,17 +331,15 @@ impl<'s> SystemAccess<'s> {
             .push(" AND id = ")
             .bind(user);
         q.execute(&mut *tx).await?;
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, actor, "user.manager")
+        self.finish_directory_change(
+            tx,
+            org,
+            AuditEntry::new(org, actor, "user.manager")
                 .subject(user)
                 .target(format!("user:{user}"))
                 .detail(serde_json::json!({"user": user, "manager": manager})),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -366,17 +365,15 @@ impl<'s> SystemAccess<'s> {
                 crate::auth::tokens::revoke_all(&mut tx, self.db().engine, org, user, now).await?;
             }
         }
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, actor, "user.status")
+        self.finish_directory_change(
+            tx,
+            org,
+            AuditEntry::new(org, actor, "user.status")
                 .subject(user)
                 .target(format!("user:{user}"))
                 .detail(serde_json::json!({"user": user, "status": status})),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -409,16 +406,14 @@ impl<'s> SystemAccess<'s> {
             .push(" AND id = ")
             .bind(dept);
         q.execute(&mut *tx).await?;
-        self.bump(&mut tx, org).await?;
-        audit::append(
-            &mut tx,
-            self.db().engine,
-            &AuditEntry::new(org, actor, "department.move")
+        self.finish_directory_change(
+            tx,
+            org,
+            AuditEntry::new(org, actor, "department.move")
                 .target(format!("department:{dept}"))
                 .detail(serde_json::json!({"id": dept, "parent_id": parent})),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
