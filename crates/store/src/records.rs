@@ -49,6 +49,20 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
+/// A record's manual shares and team, as its sharers see them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sharing {
+    pub shares: Vec<crm_policy::ShareEntry>,
+    pub team: Vec<crm_policy::TeamEntry>,
+}
+
+/// One picker suggestion: a record the caller may view, by id and label.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupItem {
+    pub id: i64,
+    pub label: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Page {
     pub items: Vec<RecordOut>,
@@ -781,6 +795,7 @@ impl<'s> Scoped<'s> {
         if !known {
             return Err(StoreError::invalid("target", "no such user or department"));
         }
+        self.require_level_held(module, &facts, level)?;
         let mut q = self.db().sql();
         q.push("DELETE FROM record_shares WHERE org_id = ")
             .bind(self.principal.org)
@@ -837,6 +852,9 @@ impl<'s> Scoped<'s> {
         if self.access().directory().user(user).is_none() {
             return Err(StoreError::invalid("user_id", "no such user"));
         }
+        if let Some(level) = level {
+            self.require_level_held(module, &facts, level)?;
+        }
         let mut q = self.db().sql();
         q.push("DELETE FROM record_team WHERE org_id = ")
             .bind(self.principal.org)
@@ -866,6 +884,100 @@ impl<'s> Scoped<'s> {
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Nobody hands out more than they hold: read needs view, edit needs edit, full needs edit and delete on the
+    /// record (the share right itself is checked by the caller). Sharing and teams never escalate.
+    fn require_level_held(&self, module: Module, facts: &RecordFacts, level: Level) -> Result<(), StoreError> {
+        let needed: &[Action] = match level {
+            Level::Read => &[Action::View],
+            Level::Edit => &[Action::Edit],
+            Level::Full => &[Action::Edit, Action::Delete],
+        };
+        match needed.iter().find(|a| !self.access().decide(module, **a, facts)) {
+            Some(missing) => Err(StoreError::Forbidden(format!(
+                "you may not grant {} access to this {module} record: you may not {missing} it yourself",
+                level.as_str()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Who the record is shared with and its team (needs `share` on the record: the list names people).
+    pub async fn sharing(&self, module: Module, id: RecordId) -> Result<Sharing, StoreError> {
+        self.require_module(module, Action::Share)?;
+        let facts = self.facts(module, id).await?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, Action::Share, &facts) {
+            return Err(StoreError::Forbidden(format!("you may not see the sharing of this {module} record")));
+        }
+        self.record_access(self.audit_entry("record.sharing").record(module, id)).await?;
+        let mut shares = facts.shares;
+        shares.sort_by_key(|s| s.key);
+        let mut team = facts.team;
+        team.sort_by_key(|t| t.user);
+        Ok(Sharing { shares, team })
+    }
+
+    /// Revokes a manual share (needs `share` on the record). Narrowing access needs no level of one's own.
+    pub async fn unshare(&self, module: Module, id: RecordId, key: ShareKey) -> Result<(), StoreError> {
+        self.require_module(module, Action::Share)?;
+        let mut tx = self.db().begin_write().await?;
+        let facts =
+            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, Action::Share, &facts) {
+            return Err(StoreError::Forbidden(format!("you may not share this {module} record")));
+        }
+        let mut q = self.db().sql();
+        q.push("DELETE FROM record_shares WHERE org_id = ")
+            .bind(self.principal.org)
+            .push(" AND module = ")
+            .bind(module.as_str());
+        q.push(" AND record_id = ").bind(id).push(" AND share_key = ").bind(key.encode());
+        if q.execute(&mut *tx).await? == 0 {
+            return Err(StoreError::invalid("target", "the record is not shared with that target"));
+        }
+        let e = self.audit_entry("record.unshare").record(module, id).detail(serde_json::json!({"target": key}));
+        audit::append(&mut tx, self.db().engine, &e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Suggestions for a picker: up to `limit` (1–20) records the caller may view whose searchable fields contain
+    /// `text`, as id and label only. The same policy filter as every list; the label is the record's name field,
+    /// or `#id` when the caller may not read it.
+    pub async fn lookup(&self, module: Module, text: &str, limit: u32) -> Result<Vec<LookupItem>, StoreError> {
+        if !(1..=20).contains(&limit) {
+            return Err(StoreError::BadQuery("limit must be between 1 and 20".into()));
+        }
+        let q = ListQuery { q: Some(text.to_owned()), limit: Some(limit), ..ListQuery::default() };
+        let page = self.list_for(module, Action::View, &q).await?;
+        let s = schema_of(module)?;
+        let label_field = s.fields.iter().find(|f| f.required && f.searchable).map(|f| f.name);
+        let items: Vec<LookupItem> = page
+            .items
+            .iter()
+            .filter_map(|r| {
+                let id = r.get("id")?.as_i64()?;
+                let label = label_field
+                    .and_then(|f| r.get(f))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("#{id}"));
+                Some(LookupItem { id, label })
+            })
+            .collect();
+        let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+        self.record_access(
+            self.audit_entry("record.lookup").module(module).detail(serde_json::json!({"q": text, "ids": ids})),
+        )
+        .await?;
+        Ok(items)
     }
 }
 

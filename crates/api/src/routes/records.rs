@@ -5,11 +5,11 @@ use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, Authed};
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use crm_domain::{Action, Level, Module, schema};
 use crm_policy::{CmpOp, Explanation, ShareKey};
-use crm_store::{FieldFilter, ListQuery, Page, RecordOut};
+use crm_store::{FieldFilter, ListQuery, LookupItem, Page, RecordOut, Sharing};
 use serde::{Deserialize, Serialize};
 
 /// A record module named in a path; administration modules and unknown names are 404 like hidden ones.
@@ -270,6 +270,67 @@ pub async fn share(
     let module = record_module(&module)?;
     state.store.scoped(p).share(module, record_id(&id)?, req.target, req.level).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who the record is shared with, and its team (needs share on the record).
+#[utoipa::path(get, path = "/api/v1/{module}/{id}/shares", tag = "records", security(("bearer" = [])),
+    params(("module" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn sharing(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path((module, id)): Path<(String, String)>,
+) -> Result<Json<Sharing>, ApiError> {
+    let module = record_module(&module)?;
+    Ok(Json(state.store.scoped(p).sharing(module, record_id(&id)?).await?))
+}
+
+/// Revoke a manual share: `kind` is user, group, department or role.
+#[utoipa::path(delete, path = "/api/v1/{module}/{id}/shares/{kind}/{target_id}", tag = "records", security(("bearer" = [])),
+    params(("module" = String, Path), ("id" = i64, Path), ("kind" = String, Path), ("target_id" = i64, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn unshare(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path((module, id, kind, target)): Path<(String, String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let module = record_module(&module)?;
+    let target = record_id(&target)?;
+    let key = match kind.as_str() {
+        "user" => ShareKey::User(target),
+        "group" => ShareKey::Group(target),
+        "department" => ShareKey::Department(target),
+        "role" => ShareKey::Role(target),
+        _ => return Err(ApiError::not_found()),
+    };
+    state.store.scoped(p).unshare(module, record_id(&id)?, key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LookupParams {
+    /// Text the suggestions' searchable fields contain (1–100 characters).
+    pub q: String,
+    /// How many suggestions, 1–20 (default 10).
+    pub limit: Option<u32>,
+}
+
+/// Picker suggestions: id and label of records you may view matching `q` (the same policy as every list).
+#[utoipa::path(get, path = "/api/v1/{module}/lookup", tag = "records", security(("bearer" = [])),
+    params(("module" = String, Path), LookupParams),
+    responses((status = 200, body = Object), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    Path(module): Path<String>,
+    Query(params): Query<LookupParams>,
+) -> Result<Json<Vec<LookupItem>>, ApiError> {
+    let module = record_module(&module)?;
+    if params.q.trim().is_empty() {
+        return Err(ApiError::bad_request("q must not be empty"));
+    }
+    Ok(Json(state.store.scoped(p).lookup(module, &params.q, params.limit.unwrap_or(10)).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -246,6 +246,7 @@ async fn check_persona(app: &Arc<TestApp>, w: &World, persona: &'static str) -> 
                 &app.post_json(&format!("/api/v1/{module}/search"), &tok, &json!({})).await,
                 &format!("searching {module}"),
             );
+            is_404(&app.get(&format!("/api/v1/{module}/lookup?q=a"), &tok).await, &format!("picking {module}"));
             let paths = w.all[module].iter().map(|id| format!("/api/v1/{module}/{id}")).collect();
             for res in get_all(app, &tok, paths).await {
                 is_404(&res, &format!("GET {}", res.path));
@@ -296,6 +297,15 @@ async fn check_persona(app: &Arc<TestApp>, w: &World, persona: &'static str) -> 
             );
             let n = app.get(&format!("/api/v1/{module}/count?q={}", enc(q)), &tok).await.assert_status(200).json();
             assert_eq!(n["count"], want.len(), "{}", what(&format!("count of search {q:?}")));
+            // Picker suggestions: only records of the visible set, as many as fit.
+            let picks = app.get(&format!("/api/v1/{module}/lookup?q={}&limit=20", enc(q)), &tok).await;
+            let picks = ids(picks.assert_status(200).json().as_array().unwrap_or(&vec![]));
+            assert!(
+                picks.is_subset(&want),
+                "{}",
+                what(&format!("lookup {q:?} suggests {:?}", picks.difference(&want)))
+            );
+            assert_eq!(picks.len(), want.len().min(20), "{}", what(&format!("lookup {q:?}")));
         }
 
         // Filters, by query string and by JSON body.

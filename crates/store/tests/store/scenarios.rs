@@ -3,7 +3,7 @@
 use crate::support::*;
 use crate::testdb::{TestDatabase, engines};
 use crm_domain::{Action, Level, Module, OrgId, RecordId, UserId, Value};
-use crm_policy::{CmpOp, OrgDefault, ShareKey};
+use crm_policy::{CmpOp, OrgDefault, Scope, ShareKey};
 use crm_store::{FieldFilter, ListQuery, RecordOut, Scoped, StoreError};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -888,5 +888,62 @@ async fn migrations_survive_several_processes_starting_at_once() {
             assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, max, "{engine}");
             raw.close().await;
         }
+    }
+}
+
+#[tokio::test]
+async fn sharing_never_hands_out_more_than_the_sharer_holds_and_a_revoked_share_ends_access_at_once() {
+    const SHARER: i64 = 3;
+    for engine in engines() {
+        let env = Env::new(engine).await;
+        let store = &env.store;
+        let mut config = scenario_policy();
+        // Zhou reads and shares every customer but edits and deletes only his own.
+        let sharer = allow(role(SHARER, "sharer"), C, &[Action::View, Action::Share], Scope::All);
+        config.roles.push(allow(sharer, C, &[Action::Create, Action::Edit, Action::Delete], Scope::Own));
+        let org = Org::new(store, "share-cap", &config).await;
+        let li = org.user(store, "li", &[SALES]).await;
+        let wang = org.user(store, "wang", &[SALES]).await;
+        let zhou = org.user(store, "zhou", &[SHARER]).await;
+        let ids = seed(&env, org.id, C, vec![(wang, customer("Wang Co", &[])), (zhou, customer("Zhou Co", &[]))]).await;
+        let (wangs, zhous) = (ids[0], ids[1]);
+        let z = store.scoped(org.sign_in(store, "zhou").await);
+
+        // On Wang's record Zhou holds read (and share): he may hand out read, nothing more, by share or by team.
+        z.share(C, wangs, ShareKey::User(li), Level::Read).await.expect("read share");
+        for level in [Level::Edit, Level::Full] {
+            let refused = z.share(C, wangs, ShareKey::User(li), level).await;
+            assert!(matches!(refused, Err(StoreError::Forbidden(_))), "{engine}: share at {level:?}: {refused:?}");
+            let refused = z.set_team_member(C, wangs, li, Some(level)).await;
+            assert!(matches!(refused, Err(StoreError::Forbidden(_))), "{engine}: team at {level:?}: {refused:?}");
+        }
+        // On his own record he holds everything, so he may share it fully.
+        z.share(C, zhous, ShareKey::User(li), Level::Full).await.expect("full share of his own record");
+
+        let l = store.scoped(org.sign_in(store, "li").await);
+        l.get(C, wangs).await.expect("shared at read");
+        let edit = l.update(C, wangs, &obj(json!({"industry": "x"}))).await;
+        assert!(matches!(edit, Err(StoreError::Forbidden(_))), "{engine}: the refused edit share leaked: {edit:?}");
+        let sharing = z.sharing(C, wangs).await.expect("sharing");
+        assert_eq!(sharing.shares.len(), 1, "{engine}: {sharing:?}");
+        assert_eq!((sharing.shares[0].key, sharing.shares[0].level), (ShareKey::User(li), Level::Read));
+        assert!(sharing.team.is_empty(), "{engine}: refused team changes were written: {sharing:?}");
+        // Li may read Wang's record but not share it, so she does not see whom it is shared with.
+        assert!(matches!(l.sharing(C, wangs).await, Err(StoreError::Forbidden(_))), "{engine}");
+
+        // Pickers suggest exactly what the lists show: Li's shared records, nothing else.
+        let suggested: BTreeSet<i64> = l.lookup(C, "co", 20).await.unwrap().iter().map(|i| i.id).collect();
+        assert_eq!(suggested, BTreeSet::from([wangs, zhous]), "{engine}");
+        let w = store.scoped(org.sign_in(store, "wang").await);
+        let suggested = w.lookup(C, "co", 20).await.unwrap();
+        assert_eq!(suggested.iter().map(|i| (i.id, i.label.as_str())).collect::<Vec<_>>(), [(wangs, "Wang Co")]);
+        assert!(matches!(w.lookup(C, "co", 21).await, Err(StoreError::BadQuery(_))), "{engine}");
+
+        // A revoked share ends access at the next request; revoking it twice is refused, not silently accepted.
+        z.unshare(C, wangs, ShareKey::User(li)).await.expect("revoke");
+        not_found("a revoked share", l.get(C, wangs).await);
+        let again = z.unshare(C, wangs, ShareKey::User(li)).await;
+        assert!(matches!(again, Err(StoreError::Invalid(_))), "{engine}: {again:?}");
+        env.close().await;
     }
 }
