@@ -144,7 +144,10 @@ impl Scoped<'_> {
         if !self.access().can(Module::Roles, Action::View) && !self.access().can(Module::Sharing, Action::View) {
             return Err(StoreError::NotFound);
         }
-        self.store.unscoped_system_access().policy(self.principal.org).await
+        let (config, version) = self.store.unscoped_system_access().policy(self.principal.org).await?;
+        self.record_access(self.audit_entry("admin.policy.read").detail(serde_json::json!({"version": version})))
+            .await?;
+        Ok((config, version))
     }
 
     /// Replaces the access configuration (or, with `dry_run`, only reports who would gain and lose access).
@@ -275,6 +278,8 @@ impl Scoped<'_> {
                 roles,
             });
         }
+        let ids: Vec<UserId> = out.iter().map(|u| u.id).collect();
+        self.record_access(self.audit_entry("admin.users.read").detail(serde_json::json!({"users": ids}))).await?;
         Ok(out)
     }
 
@@ -358,7 +363,8 @@ impl Scoped<'_> {
         q.push("SELECT id, parent_id, name FROM departments WHERE org_id = ")
             .bind(self.principal.org)
             .push(" ORDER BY id");
-        q.fetch_all(&self.db().pool)
+        let departments = q
+            .fetch_all(&self.db().pool)
             .await?
             .iter()
             .map(|r| {
@@ -368,7 +374,12 @@ impl Scoped<'_> {
                     name: r.try_get("name")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.record_access(
+            self.audit_entry("admin.departments.read").detail(serde_json::json!({"count": departments.len()})),
+        )
+        .await?;
+        Ok(departments)
     }
 
     pub async fn admin_create_department(&self, parent: DeptId, name: &str) -> Result<DeptId, StoreError> {
@@ -425,7 +436,14 @@ impl Scoped<'_> {
         if !self.access().decide(module, Action::View, &facts) {
             return Err(StoreError::NotFound);
         }
-        Ok(other.explain(module, action, &facts))
+        let explanation = other.explain(module, action, &facts);
+        let e = self
+            .audit_entry("admin.explain")
+            .record(module, id)
+            .subject(user)
+            .detail(serde_json::json!({"action": action, "allowed": explanation.allowed}));
+        self.record_access(e).await?;
+        Ok(explanation)
     }
 
     /// Every user who can view a record, and why (the caller must be able to view it too).
@@ -453,6 +471,9 @@ impl Scoped<'_> {
                 out.push(WhoCanSee { user_id: user, username, explanation });
             }
         }
+        let users: Vec<UserId> = out.iter().map(|w| w.user_id).collect();
+        let e = self.audit_entry("admin.who_can_see").record(module, id).detail(serde_json::json!({"users": users}));
+        self.record_access(e).await?;
         Ok(out)
     }
 
@@ -474,6 +495,7 @@ impl Scoped<'_> {
                 .unwrap_or_default();
             out.insert(module, ModulePermissions { actions, fields, reveal: a.may_reveal(module) });
         }
+        self.record_access(self.audit_entry("admin.permissions.read").subject(user)).await?;
         Ok(out)
     }
 }

@@ -167,6 +167,12 @@ async fn every_event_comes_from_the_real_operation() {
             changed.roles.retain(|r| r.id != NARROW_AUDITOR);
             b.admin_set_policy(&changed, false).await.unwrap();
             b.audit_query(&AuditQuery::default()).await.unwrap();
+            // Administrators' reads of people and access are data access too.
+            b.admin_users().await.unwrap();
+            b.admin_policy().await.unwrap();
+            b.explain_for(wang, C, Action::View, a).await.unwrap();
+            b.who_can_see(C, a).await.unwrap();
+            b.effective_permissions(wang).await.unwrap();
             sys.sign_out(&p).await.unwrap();
         })
         .await;
@@ -231,6 +237,16 @@ async fn every_event_comes_from_the_real_operation() {
             let e = one(&entries, action);
             assert_eq!((e.actor_id, e.subject_id), (Some(admin), Some(wang)), "{engine}: {action}");
         }
+        for action in ["admin.users.read", "admin.policy.read", "admin.who_can_see"] {
+            assert_eq!(one(&entries, action).actor_id, Some(admin), "{engine}: {action}");
+        }
+        let explain = one(&entries, "admin.explain");
+        assert_eq!((explain.subject_id, explain.record_id), (Some(wang), Some(a)), "{engine}");
+        assert_eq!(one(&entries, "admin.permissions.read").subject_id, Some(wang), "{engine}");
+        assert!(
+            detail(one(&entries, "admin.who_can_see"))["users"].as_array().is_some_and(|u| u.contains(&json!(li))),
+            "{engine}: who can see names the owner"
+        );
         let pol = one(&entries, "policy.update");
         let removed = &detail(pol)["changes"]["roles"]["removed"];
         assert_eq!(
