@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use crm::generate::{self, Persona, Scale};
 use crm_domain::{Action, Module, RecordId};
 use crm_policy::{Access, RecordFacts};
-use crm_store::{DatabaseUrl, ListQuery, Principal, Store};
+use crm_store::{DatabaseUrl, ListPlan, ListQuery, Principal, Store};
 use serde_json::json;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -451,6 +451,7 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
         "{:<30} {:>9} {:>8} | {:>8} {:>8} {:>8} | {:>9} {:>9} | {:>10} {:>8}",
         "persona", "visible", "vis %", "page p50", "p95", "p99", "count p50", "count p95", "app p50", "×app"
     );
+    println!("{:<30} (then the plans the page chooses between: one query p50 / p95, branch plan p50 / p95)", "");
     let mut rows = Vec::new();
     let mut personas: Vec<&(Persona, Principal)> = ctx.personas.iter().collect();
     let mut visible_of = Vec::new();
@@ -464,15 +465,30 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
         let q = ListQuery::default();
         let mut first_ids = Vec::new();
         let mut t = Vec::new();
+        // The plans the automatic choice picks between, timed interleaved with it so they share the machine's noise.
+        let plans = [ListPlan::Single, ListPlan::Branches];
+        let mut plan_t: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
+        let ids_of = |page: &crm_store::Page| -> Vec<i64> {
+            page.items.iter().filter_map(|r| r.get("id").and_then(|v| v.as_i64())).collect()
+        };
         for i in 0..iters.max(1) {
             let s = Instant::now();
             let page = scoped.list(Module::Customers, &q).await?;
             t.push(s.elapsed().as_nanos() as f64);
             if i == 0 {
-                first_ids = page.items.iter().filter_map(|r| r.get("id").and_then(|v| v.as_i64())).collect();
+                first_ids = ids_of(&page);
+            }
+            for (k, plan) in plans.iter().enumerate() {
+                let s = Instant::now();
+                let other = scoped.list_with_plan(Module::Customers, &q, *plan).await?;
+                plan_t[k].push(s.elapsed().as_nanos() as f64);
+                if ids_of(&other) != first_ids {
+                    bail!("{}: the {plan:?} plan's first page differs from the list's", p.label);
+                }
             }
         }
         let page = stats(t);
+        let plan_stats: Vec<Stats> = plan_t.into_iter().map(stats).collect();
         let mut t = Vec::new();
         let mut visible = 0;
         for _ in 0..count_iters.max(1) {
@@ -507,9 +523,17 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
             if app_iters > 0 { ms(app.p50) } else { "-".into() },
             app.p50 / page.p50
         );
+        println!(
+            "{:<30} one query {} / {} ms, branch plan {} / {} ms",
+            "",
+            ms(plan_stats[0].p50),
+            ms(plan_stats[0].p95),
+            ms(plan_stats[1].p50),
+            ms(plan_stats[1].p95)
+        );
         rows.push(json!({"persona": p.label, "username": p.username, "visible": visible, "visible_pct": pct,
             "page": sj(&page), "count": sj(&count), "app_filter_first_page": sj(&app), "app_over_page_p50": app.p50 / page.p50,
-            "same_first_page": same}));
+            "same_first_page": same, "single_query_page": sj(&plan_stats[0]), "branch_plan_page": sj(&plan_stats[1])}));
     }
     println!("(times in ms; ×app = application filtering's p50 / the pushed-down query's p50, same run)");
     Ok(json!({"machine": machine(), "engine": engine_name(store), "customers": total, "rows": rows}))

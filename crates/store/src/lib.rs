@@ -36,7 +36,7 @@ pub use auth::{
 pub use bulk::{BulkParent, BulkRecord, BulkUser};
 pub use csv_io::{CSV_MODULES, ImportReport};
 pub use db::{DatabaseUrl, Engine};
-pub use records::{FieldFilter, ListQuery, LookupItem, Page, RecordOut, Scoped, Sharing};
+pub use records::{FieldFilter, ListPlan, ListQuery, LookupItem, Page, RecordOut, Scoped, Sharing};
 pub use report::ReportRow;
 pub use system::{NewUser, SignIn, SystemAccess};
 

@@ -25,7 +25,7 @@ use crm_policy::{
     CmpOp, Criterion, Dimension, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RecordFacts,
     RestrictionRule, Role, RuleSource, Scope, ShareEntry, ShareKey, SharingRule, TeamEntry, UserStatus,
 };
-use crm_store::{ListQuery, Store, StoreError};
+use crm_store::{ListPlan, ListQuery, Store, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::cell::Cell;
@@ -888,11 +888,47 @@ async fn check_user(store: &Store, built: &Built, user: UserId) -> Result<Tally,
                         Err(StoreError::NotFound) if memory.is_empty() && !access.can(module, Action::View) => {}
                         other => return Err(fail(format!("count says {other:?}, {} visible", memory.len()), None)),
                     }
+                    if access.can(module, Action::View) {
+                        check_list_plans(&scoped, module, &memory).await.map_err(|e| fail(e, None))?;
+                    }
                 }
             }
         }
     }
     Ok(tally)
+}
+
+/// Every list plan walks the same pages, in the same order, over exactly the visible records: one query, a probe
+/// of a few rows, and one query per grant branch; by last update and by name, both directions, small pages.
+async fn check_list_plans(scoped: &crm_store::Scoped<'_>, module: Module, visible: &[RecordId]) -> Result<(), String> {
+    let want: BTreeSet<RecordId> = visible.iter().copied().collect();
+    for (sort, asc) in [(None, false), (Some("name"), true)] {
+        let mut walks: Vec<(ListPlan, Vec<RecordId>)> = Vec::new();
+        for plan in [ListPlan::Single, ListPlan::Probe(3), ListPlan::Branches, ListPlan::Auto] {
+            let mut q = ListQuery { sort: sort.map(str::to_string), asc, limit: Some(2), ..ListQuery::default() };
+            let mut ids = Vec::new();
+            loop {
+                let page = scoped.list_with_plan(module, &q, plan).await.map_err(|e| format!("{plan:?} list: {e}"))?;
+                ids.extend(page.items.iter().filter_map(|r| r.get("id").and_then(|v| v.as_i64())));
+                match page.next_cursor {
+                    Some(c) if ids.len() <= visible.len() => q.after = Some(c),
+                    _ => break,
+                }
+            }
+            walks.push((plan, ids));
+        }
+        let (first_plan, first) = &walks[0];
+        let got: BTreeSet<RecordId> = first.iter().copied().collect();
+        if got != want || first.len() != want.len() {
+            return Err(format!("{first_plan:?} pages (sort {sort:?}) list {first:?}, visible {visible:?}"));
+        }
+        for (plan, ids) in &walks[1..] {
+            if ids != first {
+                return Err(format!("{plan:?} pages (sort {sort:?}) list {ids:?}, {first_plan:?} lists {first:?}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn target_pairs() -> u64 {
