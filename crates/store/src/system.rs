@@ -313,7 +313,7 @@ impl<'s> SystemAccess<'s> {
         manager: Option<UserId>,
     ) -> Result<(), StoreError> {
         if let Some(m) = manager {
-            let policy = self.store.org_policy(org, -1).await?;
+            let policy = self.store.current_org_policy(org).await?;
             if policy.directory.user(m).is_none() {
                 return Err(StoreError::invalid("manager_id", "no such user"));
             }
@@ -385,7 +385,7 @@ impl<'s> SystemAccess<'s> {
         dept: DeptId,
         parent: Option<DeptId>,
     ) -> Result<(), StoreError> {
-        let policy = self.store.org_policy(org, -1).await?;
+        let policy = self.store.current_org_policy(org).await?;
         if !policy.directory.has_department(dept) {
             return Err(StoreError::NotFound);
         }
@@ -425,7 +425,7 @@ impl<'s> SystemAccess<'s> {
 
     /// The organization's access configuration and its version.
     pub async fn policy(&self, org: OrgId) -> Result<(PolicyConfig, i64), StoreError> {
-        let p = self.store.org_policy(org, -1).await?;
+        let p = self.store.current_org_policy(org).await?;
         Ok(((*p.config).clone(), p.version))
     }
 
