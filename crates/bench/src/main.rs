@@ -634,9 +634,8 @@ async fn change(store: &Store) -> anyhow::Result<serde_json::Value> {
         json!({"write_ms": write_ms, "next_request_count_ms": next_request_ms, "before": before, "after": after}),
     );
 
-    // 3. Revoke access: the store has no manual-share revocation yet, so the revoked grant is a record-team
-    //    membership (the same kind of per-record grant, checked by the same EXISTS in SQL). The admin adds the rep
-    //    to a record's team, the rep sees it; the membership is removed and the next request no longer shows it.
+    // 3. Revoke access: the administrator shares a record the rep cannot see with the rep (a manual share), the rep
+    //    sees it; the share is revoked and the very next request no longer shows it.
     let p_rep = sys.principal_for(ctx.org, rep).await?;
     let rep_scoped = store.scoped(p_rep.clone());
     let admin_scoped = store.scoped(ctx.admin.clone());
@@ -650,21 +649,22 @@ async fn change(store: &Store) -> anyhow::Result<serde_json::Value> {
         }
     }
     let id = chosen.context("no record hidden from the rep")?;
-    admin_scoped.set_team_member(Module::Customers, id, rep, Some(crm_domain::Level::Read)).await?;
+    let key = crm_policy::ShareKey::User(rep);
+    admin_scoped.share(Module::Customers, id, key, crm_domain::Level::Read).await?;
     let visible_before = store.scoped(sys.principal_for(ctx.org, rep).await?).get(Module::Customers, id).await.is_ok();
     let s = Instant::now();
-    admin_scoped.set_team_member(Module::Customers, id, rep, None).await?;
+    admin_scoped.unshare(Module::Customers, id, key).await?;
     let write_ms = s.elapsed().as_secs_f64() * 1e3;
     let s = Instant::now();
     let visible_after = store.scoped(sys.principal_for(ctx.org, rep).await?).get(Module::Customers, id).await.is_ok();
     let next_ms = s.elapsed().as_secs_f64() * 1e3;
     println!(
-        "revoke a record grant (team membership): write {write_ms:.1} ms; next request {next_ms:.1} ms; visible before {visible_before}, after {visible_after}"
+        "revoke a manual share: write {write_ms:.1} ms; next request {next_ms:.1} ms; visible before {visible_before}, after {visible_after}"
     );
     if !visible_before || visible_after {
         bail!("the revocation did not show at the next request");
     }
-    let row = json!({"grant": "record team membership", "write_ms": write_ms, "next_request_ms": next_ms, "visible_before": visible_before, "visible_after": visible_after});
+    let row = json!({"grant": "manual share", "write_ms": write_ms, "next_request_ms": next_ms, "visible_before": visible_before, "visible_after": visible_after});
     out.insert("revoke_share".into(), row);
     Ok(json!({"machine": machine(), "engine": engine_name(store), "results": out}))
 }
