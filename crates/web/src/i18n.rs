@@ -1,0 +1,492 @@
+//! Languages of the UI: Simplified Chinese and English. The language comes from the `lang` cookie (the user's
+//! switch) or else the browser's `Accept-Language`; every label, message and error is looked up by id in one
+//! catalog ([`CATALOG`]), and dates, numbers and money are formatted per language.
+
+use axum::http::HeaderMap;
+use axum::http::header;
+
+/// The cookie holding the user's language choice.
+pub const LANG_COOKIE: &str = "crm_lang";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Zh,
+    En,
+}
+
+impl Lang {
+    /// The `lang` cookie wins; then the first of zh/en in `Accept-Language` (quality order); else Chinese, the
+    /// language of the organizations this CRM is built for.
+    pub fn from_headers(headers: &HeaderMap) -> Lang {
+        if let Some(l) = cookie(headers, LANG_COOKIE).and_then(|v| Lang::parse(&v)) {
+            return l;
+        }
+        let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        Lang::from_accept_language(accept)
+    }
+
+    pub fn from_accept_language(accept: &str) -> Lang {
+        let mut best: Option<(f32, Lang)> = None;
+        for part in accept.split(',') {
+            let mut it = part.trim().split(';');
+            let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse::<f32>().ok())).unwrap_or(1.0);
+            let lang = if tag.starts_with("zh") {
+                Lang::Zh
+            } else if tag.starts_with("en") {
+                Lang::En
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map(|(_, l)| l).unwrap_or(Lang::Zh)
+    }
+
+    pub fn parse(s: &str) -> Option<Lang> {
+        match s {
+            "zh" | "zh-CN" => Some(Lang::Zh),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// The `lang` attribute of the page.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    /// The code of the cookie and the switch.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+        }
+    }
+
+    /// The other language (the switch offers it).
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+
+    /// The message `id` in this language; an unknown id shows itself (a test keeps the catalog complete).
+    pub fn t(self, id: &str) -> &'static str {
+        match CATALOG.iter().find(|(k, _, _)| *k == id) {
+            Some((_, zh, en)) => match self {
+                Lang::Zh => zh,
+                Lang::En => en,
+            },
+            None => {
+                tracing::warn!(id, "missing translation");
+                "?"
+            }
+        }
+    }
+
+    /// A label by prefix and code (`field`, `name` → `field.name`), falling back to the code itself for values
+    /// that are organization data (business lines, sources), which are shown as entered.
+    pub fn label(self, prefix: &str, code: &str) -> String {
+        let id = format!("{prefix}.{code}");
+        match CATALOG.iter().find(|(k, _, _)| *k == id) {
+            Some((_, zh, en)) => match self {
+                Lang::Zh => (*zh).to_string(),
+                Lang::En => (*en).to_string(),
+            },
+            None => code.to_string(),
+        }
+    }
+
+    /// Milliseconds since the epoch, in UTC: `2026-11-29 14:05` (zh) or `Nov 29, 2026 14:05` (en).
+    pub fn datetime(self, ms: i64) -> String {
+        let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else { return String::new() };
+        match self {
+            Lang::Zh => ts.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            Lang::En => ts.strftime("%b %-d, %Y %H:%M UTC").to_string(),
+        }
+    }
+
+    /// A `YYYY-MM-DD` date: unchanged in Chinese, `Mar 5, 2027` in English.
+    pub fn date(self, iso: &str) -> String {
+        match (self, iso.parse::<jiff::civil::Date>()) {
+            (Lang::En, Ok(d)) => d.strftime("%b %-d, %Y").to_string(),
+            _ => iso.to_string(),
+        }
+    }
+
+    /// Money in cents: `¥1,234.00` (zh) or `CNY 1,234.00` (en).
+    pub fn money(self, cents: i64) -> String {
+        let sign = if cents < 0 { "-" } else { "" };
+        let abs = cents.unsigned_abs();
+        let body = format!("{}.{:02}", group_thousands(abs / 100), abs % 100);
+        match self {
+            Lang::Zh => format!("{sign}¥{body}"),
+            Lang::En => format!("{sign}CNY {body}"),
+        }
+    }
+
+    /// A whole number with thousands separators.
+    pub fn number(self, n: i64) -> String {
+        let sign = if n < 0 { "-" } else { "" };
+        format!("{sign}{}", group_thousands(n.unsigned_abs()))
+    }
+}
+
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A cookie's value by name.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// Message id, Simplified Chinese, English. Terms follow the glossary users of Chinese CRMs know.
+pub static CATALOG: &[(&str, &str, &str)] = &[
+    ("app.name", "客户关系管理", "CRM"),
+    ("app.skip", "跳到主要内容", "Skip to main content"),
+    ("nav.home", "首页", "Home"),
+    ("nav.account", "我的账户", "My account"),
+    ("nav.admin", "权限管理", "Permissions"),
+    ("nav.audit", "审计日志", "Audit log"),
+    ("nav.guide", "权限指南", "Permission guide"),
+    ("nav.sign_out", "退出登录", "Sign out"),
+    ("nav.language", "语言", "Language"),
+    ("nav.switch_to", "English", "中文"),
+    ("nav.main", "主导航", "Main navigation"),
+    // Sign-in
+    ("signin.title", "登录", "Sign in"),
+    ("signin.username", "用户名", "Username"),
+    ("signin.password", "密码", "Password"),
+    ("signin.submit", "登录", "Sign in"),
+    ("signin.failed", "用户名或密码错误。", "Invalid username or password."),
+    ("signin.rate_limited", "登录尝试过多,请稍后再试。", "Too many sign-in attempts; try again later."),
+    ("signin.mfa_title", "双重验证", "Two-step verification"),
+    (
+        "signin.mfa_help",
+        "请输入身份验证器中的 6 位动态验证码,或一个恢复码。",
+        "Enter the 6-digit code from your authenticator app, or a recovery code.",
+    ),
+    ("signin.otp", "动态验证码", "One-time code"),
+    ("signin.recovery_code", "恢复码(可选)", "Recovery code (optional)"),
+    ("signin.verify", "验证", "Verify"),
+    ("signin.mfa_failed", "验证码错误或已过期,请重新登录。", "The code is wrong or expired; sign in again."),
+    ("signin.expired", "会话已过期,请重新登录。", "Your session has ended; sign in again."),
+    ("signin.form_expired", "表单已过期,请重试。", "The form expired; please try again."),
+    // Home
+    ("home.title", "首页", "Home"),
+    ("home.my_records", "我负责的记录", "My records"),
+    ("home.my_open_opportunities", "我的未结商机", "My open opportunities"),
+    ("home.my_open_tickets", "未结工单", "Open tickets"),
+    ("home.none", "暂无记录。", "Nothing here."),
+    ("home.modules", "模块", "Modules"),
+    // Modules and lists
+    ("module.customers", "客户", "Customers"),
+    ("module.contacts", "联系人", "Contacts"),
+    ("module.leads", "线索", "Leads"),
+    ("module.opportunities", "商机", "Opportunities"),
+    ("module.tickets", "工单", "Tickets"),
+    ("module.activities", "跟进记录", "Activities"),
+    ("module.reports", "报表", "Reports"),
+    ("module.users", "用户", "Users"),
+    ("module.roles", "角色", "Roles"),
+    ("module.sharing", "共享规则", "Sharing"),
+    ("module.audit", "审计日志", "Audit"),
+    ("module.monitoring", "实时监控", "Monitoring"),
+    ("list.search", "搜索", "Search"),
+    ("list.search_placeholder", "名称、电话、邮箱…", "Name, phone, email…"),
+    ("list.filter", "筛选", "Filter"),
+    ("list.filter_field", "筛选字段", "Filter field"),
+    ("list.filter_value", "筛选值", "Filter value"),
+    ("list.any", "(全部)", "(any)"),
+    ("list.sort", "排序", "Sort"),
+    ("list.sort_asc", "升序", "Ascending"),
+    ("list.sort_desc", "降序", "Descending"),
+    ("list.apply", "应用", "Apply"),
+    ("list.reset", "重置", "Reset"),
+    ("list.next", "下一页", "Next page"),
+    ("list.first", "第一页", "First page"),
+    ("list.total", "共 {n} 条", "{n} records"),
+    ("list.empty", "没有符合条件的记录。", "No records match."),
+    ("list.open", "打开", "Open"),
+    ("list.export", "导出 CSV", "Export CSV"),
+    // Fields
+    ("field.id", "编号", "ID"),
+    ("field.owner_id", "负责人", "Owner"),
+    ("field.created_at", "创建时间", "Created"),
+    ("field.updated_at", "更新时间", "Updated"),
+    ("field.name", "名称", "Name"),
+    ("field.industry", "行业", "Industry"),
+    ("field.customer_type", "客户类型", "Customer type"),
+    ("field.region", "区域", "Region"),
+    ("field.business_line", "业务线", "Business line"),
+    ("field.phone", "电话", "Phone"),
+    ("field.email", "邮箱", "Email"),
+    ("field.address", "地址", "Address"),
+    ("field.annual_revenue", "年营业额", "Annual revenue"),
+    ("field.account_id", "客户", "Account"),
+    ("field.title", "职务", "Title"),
+    ("field.company", "公司", "Company"),
+    ("field.source", "来源", "Source"),
+    ("field.status", "状态", "Status"),
+    ("field.stage", "阶段", "Stage"),
+    ("field.amount", "金额", "Amount"),
+    ("field.close_date", "预计成交日期", "Close date"),
+    ("field.contact_id", "联系人", "Contact"),
+    ("field.subject", "主题", "Subject"),
+    ("field.description", "描述", "Description"),
+    ("field.priority", "优先级", "Priority"),
+    ("field.kind", "类型", "Kind"),
+    ("field.body", "内容", "Body"),
+    ("field.due_date", "到期日", "Due date"),
+    ("field.opportunity_id", "商机", "Opportunity"),
+    ("field.ticket_id", "工单", "Ticket"),
+    ("field.lead_id", "线索", "Lead"),
+    // Enumerations
+    ("enum.enterprise", "大客户/企业", "Enterprise"),
+    ("enum.smb", "中小企业", "SMB"),
+    ("enum.government", "政府", "Government"),
+    ("enum.initial", "初步接洽", "Initial contact"),
+    ("enum.qualified", "需求确认", "Qualified"),
+    ("enum.proposal", "方案报价", "Proposal"),
+    ("enum.negotiation", "谈判审核", "Negotiation"),
+    ("enum.won", "赢单", "Won"),
+    ("enum.lost", "输单", "Lost"),
+    ("enum.low", "低", "Low"),
+    ("enum.normal", "普通", "Normal"),
+    ("enum.high", "高", "High"),
+    ("enum.urgent", "紧急", "Urgent"),
+    ("enum.open", "待处理", "Open"),
+    ("enum.pending", "处理中", "Pending"),
+    ("enum.resolved", "已解决", "Resolved"),
+    ("enum.closed", "已关闭", "Closed"),
+    ("enum.new", "新线索", "New"),
+    ("enum.working", "跟进中", "Working"),
+    ("enum.disqualified", "无效", "Disqualified"),
+    ("enum.note", "备注", "Note"),
+    ("enum.call", "电话", "Call"),
+    ("enum.meeting", "拜访", "Meeting"),
+    ("enum.task", "任务", "Task"),
+    ("enum.technology", "科技", "Technology"),
+    ("enum.manufacturing", "制造", "Manufacturing"),
+    ("enum.logistics", "物流", "Logistics"),
+    ("enum.finance", "金融", "Finance"),
+    ("enum.healthcare", "医疗", "Healthcare"),
+    ("enum.retail", "零售", "Retail"),
+    ("enum.education", "教育", "Education"),
+    ("enum.energy", "能源", "Energy"),
+    // Record page
+    ("record.details", "详细信息", "Details"),
+    ("record.related", "相关列表", "Related lists"),
+    ("record.masked", "已脱敏", "Masked"),
+    ("record.reveal", "查看明文", "Reveal"),
+    ("record.revealed", "已查看明文(已记入审计日志)", "Revealed (recorded in the audit log)"),
+    ("record.edit", "编辑", "Edit"),
+    ("record.save", "保存", "Save"),
+    ("record.cancel", "取消", "Cancel"),
+    ("record.saved", "已保存。", "Saved."),
+    ("record.invalid", "请更正以下字段。", "Please correct the fields below."),
+    ("record.why", "为何可见", "Why can I see this?"),
+    ("record.back", "返回列表", "Back to the list"),
+    // Errors
+    ("error.title", "出错了", "Something went wrong"),
+    ("error.not_found", "记录不存在,或您没有查看权限。", "No such record, or you may not see it."),
+    ("error.forbidden", "您没有执行此操作的权限。", "You do not have permission to do that."),
+    ("error.bad_request", "请求无效,请检查输入。", "The request is not valid; check your input."),
+    ("error.csrf", "表单已失效,请刷新页面后重试。", "The form has expired; reload the page and try again."),
+    (
+        "error.restricted",
+        "您所在组织不允许此网络或时段访问。",
+        "Your organization does not allow access from this network or at this time.",
+    ),
+    (
+        "error.internal",
+        "服务器暂时无法完成请求,请稍后重试。",
+        "The server could not complete the request; try again shortly.",
+    ),
+    ("error.conflict", "操作冲突:", "Conflict:"),
+    ("error.home", "返回首页", "Back to home"),
+    // Account
+    ("account.title", "我的账户", "My account"),
+    ("account.sessions", "我的会话", "My sessions"),
+    ("account.sign_ins", "登录日志", "Sign-in history"),
+    ("account.mfa", "多因素认证 (MFA)", "Multi-factor authentication (MFA)"),
+    ("account.mfa_on", "已启用双重验证。剩余恢复码:", "Two-step verification is on. Recovery codes left:"),
+    ("account.mfa_off", "尚未启用双重验证。", "Two-step verification is off."),
+    (
+        "account.mfa_required",
+        "您的角色要求启用多因素认证,请先完成绑定。",
+        "Your role requires a second factor: enrol one first.",
+    ),
+    ("account.mfa_enrol", "绑定身份验证器", "Set up an authenticator app"),
+    (
+        "account.mfa_scan",
+        "用身份验证器扫描二维码,或手动输入密钥:",
+        "Scan the QR code with your authenticator app, or type the key:",
+    ),
+    ("account.mfa_confirm", "确认绑定", "Confirm"),
+    ("account.mfa_code", "身份验证器中的 6 位验证码", "6-digit code from the app"),
+    ("account.mfa_bad_code", "验证码不正确,请重试。", "That code is not right; try again."),
+    (
+        "account.mfa_done",
+        "双重验证已启用。请妥善保存以下恢复码,每个只能使用一次:",
+        "Two-step verification is on. Keep these recovery codes safe; each works once:",
+    ),
+    ("account.step_up", "请先验证身份(输入当前动态验证码)。", "Confirm it is you first (a current one-time code)."),
+    ("account.tokens", "API 令牌", "API tokens"),
+    ("account.no_tokens", "暂无 API 令牌。", "No API tokens."),
+    ("account.current", "当前", "current"),
+    ("account.started", "开始时间", "Started"),
+    ("account.last_seen", "最近活动", "Last seen"),
+    ("account.address", "地址", "Address"),
+    ("account.agent", "浏览器", "Browser"),
+    ("account.result", "结果", "Result"),
+    ("account.time", "时间", "Time"),
+    ("account.end", "结束", "End"),
+    ("account.name", "名称", "Name"),
+    ("account.expires", "过期时间", "Expires"),
+    ("account.never", "永不", "never"),
+    // Administration
+    ("admin.title", "权限管理", "Permission management"),
+    ("admin.users", "用户", "Users"),
+    ("admin.roles", "角色与功能权限", "Roles and module permissions"),
+    (
+        "admin.role_matrix_help",
+        "每个角色在每个模块上的操作及数据范围。留空表示无此功能权限。修改在用户的下一次请求时生效。",
+        "What each role may do in each module, and over which records. Empty means no permission. Changes hold at the user's next request.",
+    ),
+    ("admin.save_role", "保存角色", "Save role"),
+    ("admin.role_saved", "角色已保存,立即生效。", "Role saved; it holds from the next request."),
+    ("admin.username", "用户名", "Username"),
+    ("admin.display_name", "姓名", "Name"),
+    ("admin.status", "状态", "Status"),
+    ("admin.roles_col", "角色", "Roles"),
+    ("admin.departments", "部门", "Departments"),
+    ("admin.deactivate", "停用", "Deactivate"),
+    ("admin.activate", "启用", "Activate"),
+    ("admin.unlock", "解锁", "Unlock"),
+    ("admin.done", "已完成。", "Done."),
+    ("admin.explain", "权限说明", "Explain access"),
+    (
+        "admin.explain_help",
+        "选择用户与记录,查看该用户为何能(或不能)看到该记录,以及哪些用户能看到它。",
+        "Pick a user and a record to see why they can (or cannot) see it, and who can see it.",
+    ),
+    ("admin.user_id", "用户", "User"),
+    ("admin.module", "模块", "Module"),
+    ("admin.record_id", "记录编号", "Record ID"),
+    ("admin.allowed", "允许", "Allowed"),
+    ("admin.denied", "不允许", "Denied"),
+    ("admin.who_can_see", "谁能看到此记录", "Who can see this record"),
+    ("admin.reasons", "原因", "Reasons"),
+    ("status.active", "正常", "Active"),
+    ("status.locked", "已锁定", "Locked"),
+    ("status.deactivated", "已停用", "Deactivated"),
+    ("scope.none", "—", "—"),
+    ("scope.own", "本人", "Own"),
+    ("scope.subordinates", "本人及下属", "Own and subordinates"),
+    ("scope.department", "本部门", "Department"),
+    ("scope.department_tree", "本部门及下属部门", "Department tree"),
+    ("scope.all", "全公司", "All"),
+    ("action.view", "查看", "View"),
+    ("action.create", "新建", "Create"),
+    ("action.edit", "编辑", "Edit"),
+    ("action.delete", "删除", "Delete"),
+    ("action.export", "导出", "Export"),
+    ("action.import", "导入", "Import"),
+    ("action.transfer", "转移", "Transfer"),
+    ("action.share", "共享", "Share"),
+    // Audit
+    ("audit.title", "审计日志", "Audit log"),
+    (
+        "audit.help",
+        "每一次查看、修改、查看明文和登录都记录在防篡改的哈希链中。",
+        "Every read, change, reveal and sign-in is recorded in a tamper-evident hash chain.",
+    ),
+    ("audit.action", "操作", "Action"),
+    ("audit.actor", "操作人", "Actor"),
+    ("audit.outcome", "结果", "Outcome"),
+    ("audit.target", "对象", "Target"),
+    ("audit.detail", "详情", "Detail"),
+    ("audit.verify", "校验完整性", "Verify integrity"),
+    ("audit.verified_ok", "审计链完整:已校验 {n} 条。", "The chain is intact: {n} entries verified."),
+    ("audit.verified_bad", "审计链校验失败:", "The chain failed verification:"),
+    ("audit.older", "更早的记录", "Older entries"),
+    ("reason.administrator", "管理员(查看/修改全部数据)", "Administrator (view/modify all data)"),
+    ("reason.role_scope", "角色数据范围", "Role data scope"),
+    ("reason.org_default", "数据共享默认设置", "Organization-wide default"),
+    ("reason.partition_grant", "数据分区授权", "Partition grant"),
+    ("reason.sharing_rule", "共享规则", "Sharing rule"),
+    ("reason.manual_share", "手动共享", "Manual share"),
+    ("reason.record_team", "相关团队", "Record team"),
+    ("reason.parent", "由上级记录控制", "Controlled by parent"),
+    ("reason.restriction", "限制规则", "Restriction rule"),
+    // Guide
+    ("guide.title", "权限指南", "Permission guide"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_preferred_of_chinese_and_english() {
+        assert_eq!(Lang::from_accept_language("en-US,en;q=0.9,zh-CN;q=0.8"), Lang::En);
+        assert_eq!(Lang::from_accept_language("zh-CN,zh;q=0.9,en;q=0.8"), Lang::Zh);
+        assert_eq!(Lang::from_accept_language("fr-FR, en;q=0.5"), Lang::En);
+        assert_eq!(Lang::from_accept_language("fr-FR"), Lang::Zh);
+        assert_eq!(Lang::from_accept_language("zh;q=0.2, en;q=0.7"), Lang::En);
+    }
+
+    #[test]
+    fn the_cookie_overrides_the_browser() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_LANGUAGE, "zh-CN".parse().expect("header"));
+        h.insert(header::COOKIE, "crm_lang=en; other=1".parse().expect("header"));
+        assert_eq!(Lang::from_headers(&h), Lang::En);
+    }
+
+    #[test]
+    fn money_dates_and_numbers_follow_the_language() {
+        assert_eq!(Lang::Zh.money(123_456), "¥1,234.56");
+        assert_eq!(Lang::En.money(100_000_000_000), "CNY 1,000,000,000.00");
+        assert_eq!(Lang::En.money(-5), "-CNY 0.05");
+        assert_eq!(Lang::Zh.number(1_234_567), "1,234,567");
+        assert_eq!(Lang::En.date("2027-03-05"), "Mar 5, 2027");
+        assert_eq!(Lang::Zh.date("2027-03-05"), "2027-03-05");
+        // 2026-11-29T14:05:00Z
+        assert_eq!(Lang::Zh.datetime(1_795_961_100_000), "2026-11-29 14:05 UTC");
+        assert_eq!(Lang::En.datetime(1_795_961_100_000), "Nov 29, 2026 14:05 UTC");
+    }
+
+    #[test]
+    fn every_message_id_is_unique_and_translated() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (id, zh, en) in CATALOG {
+            assert!(seen.insert(*id), "{id} twice");
+            assert!(!zh.is_empty() && !en.is_empty(), "{id} lacks a translation");
+        }
+    }
+}
