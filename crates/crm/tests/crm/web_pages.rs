@@ -1,0 +1,239 @@
+//! The web UI's pages in process (no browser): security headers, CSRF on forms, escaping, the not-found page for
+//! records one may not see, server-side validation messages, and above all that a page never carries a field the
+//! viewer may not read, not even hidden in the HTML. Runs on every engine.
+
+use crate::support::{demo_app, token};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use crm_testkit::{TestApp, engines};
+use tower::ServiceExt;
+
+/// A browser-like client of the UI router: keeps the session cookie and the page's CSRF token.
+struct Browser {
+    router: axum::Router,
+    cookies: Vec<String>,
+    accept_language: &'static str,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    html: String,
+}
+
+impl Page {
+    /// The value of the first hidden input named `name`.
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start =
+            self.html.find(&marker).unwrap_or_else(|| panic!("no {name} field in:\n{}", self.html)) + marker.len();
+        self.html[start..].split('"').next().unwrap_or_default().to_string()
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp, accept_language: &'static str) -> Browser {
+        let state = crm_api::AppState { store: app.store.clone(), metrics: crm_api::metrics_handle() };
+        let router = crm_api::router_with_ui(state, crm_api::client::NetConfig::default(), crm_web::routes());
+        Browser { router, cookies: Vec::new(), accept_language }
+    }
+
+    async fn send(&mut self, req: Request<Body>) -> Page {
+        let res = self.router.clone().oneshot(req).await.expect("the router answers");
+        for c in res.headers().get_all(header::SET_COOKIE) {
+            let pair = c.to_str().unwrap_or_default().split(';').next().unwrap_or_default().to_string();
+            let name = pair.split('=').next().unwrap_or_default().to_string();
+            self.cookies.retain(|c| !c.starts_with(&format!("{name}=")));
+            if !pair.ends_with('=') {
+                self.cookies.push(pair);
+            }
+        }
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = axum::body::to_bytes(res.into_body(), 16 << 20).await.expect("body");
+        Page { status, headers, html: String::from_utf8_lossy(&body).into_owned() }
+    }
+
+    fn request(&self, method: &str, path: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::COOKIE, self.cookies.join("; "))
+            .header(header::ACCEPT_LANGUAGE, self.accept_language)
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.request("GET", path).body(Body::empty()).expect("request");
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let req = self
+            .request("POST", path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .expect("request");
+        self.send(req).await
+    }
+
+    async fn sign_in(&mut self, username: &str) {
+        let form = self.get("/app/sign-in").await;
+        let csrf = form.hidden("signin_csrf");
+        let password = crm::demo::password_for(username);
+        let done =
+            self.post("/app/sign-in", &[("username", username), ("password", password), ("signin_csrf", &csrf)]).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{username} signs in: {}", done.html);
+    }
+}
+
+#[tokio::test]
+async fn pages_carry_strict_security_headers_and_no_inline_script() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let mut b = Browser::new(&app, "zh-CN");
+        for path in ["/app/sign-in", "/app"] {
+            let page = b.get(path).await;
+            let csp = page.headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or("");
+            for part in ["script-src 'self'", "frame-ancestors 'none'", "style-src 'self'", "form-action 'self'"] {
+                assert!(csp.contains(part), "[{engine}] {path}: CSP lacks {part}: {csp}");
+            }
+            assert_eq!(page.headers.get(header::X_CONTENT_TYPE_OPTIONS).map(|v| v.as_bytes()), Some(&b"nosniff"[..]));
+        }
+        b.sign_in("rep.north1").await;
+        let home = b.get("/app").await;
+        assert_eq!(home.status, StatusCode::OK);
+        assert!(!home.html.contains("<script>") && !home.html.contains(" onclick="), "[{engine}] no inline script");
+        assert!(home.html.contains("<script src=\"/app/static/app.js\""), "[{engine}] the one script is a file");
+    }
+}
+
+#[tokio::test]
+async fn a_hidden_field_never_reaches_the_html_and_a_masked_one_only_masked() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        // A customer that customer service may see (not government), with revenue and a phone.
+        let id = app
+            .sql_i64("SELECT MIN(id) FROM customers WHERE customer_type <> 'government' AND annual_revenue IS NOT NULL")
+            .await;
+        let revenue = app.sql_i64(&format!("SELECT annual_revenue FROM customers WHERE id = {id}")).await;
+        let phone = app.sql_strings(&format!("SELECT phone FROM customers WHERE id = {id}")).await.remove(0);
+        let mut b = Browser::new(&app, "zh-CN");
+        b.sign_in("service1").await;
+        let pages = [b.get(&format!("/app/r/customers/{id}")).await, b.get("/app/r/customers").await];
+        for page in &pages {
+            assert_eq!(page.status, StatusCode::OK);
+            let zh_money = crm_web::i18n::Lang::Zh.money(revenue);
+            for leak in ["annual_revenue", "年营业额", zh_money.as_str(), &revenue.to_string(), &phone] {
+                assert!(!page.html.contains(leak), "[{engine}] the page carries {leak:?}");
+            }
+        }
+        assert!(pages[0].html.contains("****"), "[{engine}] the phone is shown masked");
+        assert!(pages[0].html.contains("id=\"reveal-phone\""), "[{engine}] with a reveal button (service may reveal)");
+
+        // Revealing needs the session's CSRF token; with it, the clear value appears once.
+        let refused = b.post(&format!("/app/r/customers/{id}/reveal/phone"), &[("csrf_token", "wrong")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "[{engine}] a reveal without the CSRF token");
+        assert!(!refused.html.contains(&phone));
+        let csrf = pages[0].hidden("csrf_token");
+        let revealed = b.post(&format!("/app/r/customers/{id}/reveal/phone"), &[("csrf_token", &csrf)]).await;
+        assert_eq!(revealed.status, StatusCode::OK, "[{engine}] {}", revealed.html);
+        assert!(revealed.html.contains(&phone), "[{engine}] the clear phone after reveal");
+        let audited = app
+            .sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE action = 'record.reveal' AND record_id = {id}"))
+            .await;
+        assert_eq!(audited, 1, "[{engine}] the reveal is audited");
+
+        // A representative may not reveal: no button, and the form post is refused.
+        let mut rep = Browser::new(&app, "en");
+        rep.sign_in("rep.north1").await;
+        let own = app
+            .sql_i64(
+                "SELECT MIN(c.id) FROM customers c JOIN users u ON u.id = c.owner_id WHERE u.username = 'rep.north1'",
+            )
+            .await;
+        let page = rep.get(&format!("/app/r/customers/{own}")).await;
+        assert!(!page.html.contains("reveal-"), "[{engine}] nothing is masked for the owner, nothing to reveal");
+    }
+}
+
+#[tokio::test]
+async fn a_record_one_may_not_see_is_the_not_found_page_and_values_are_escaped() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let hidden = app
+            .sql_i64(
+                "SELECT MIN(c.id) FROM customers c JOIN users u ON u.id = c.owner_id WHERE u.username = 'rep.south1'",
+            )
+            .await;
+        let mut b = Browser::new(&app, "en");
+        b.sign_in("rep.north1").await;
+        let not_allowed = b.get(&format!("/app/r/customers/{hidden}")).await;
+        let missing = b.get("/app/r/customers/999999999").await;
+        assert_eq!(not_allowed.status, StatusCode::NOT_FOUND);
+        assert_eq!(not_allowed.html, missing.html, "[{engine}] another's record looks exactly like a missing one");
+        assert!(missing.html.contains("No such record"), "[{engine}] in English");
+
+        // A customer name with markup is shown as text.
+        let admin = token(&app, "admin").await;
+        let own = app
+            .sql_i64(
+                "SELECT MIN(c.id) FROM customers c JOIN users u ON u.id = c.owner_id WHERE u.username = 'rep.north1'",
+            )
+            .await;
+        app.patch_json(
+            &format!("/api/v1/customers/{own}"),
+            &admin,
+            &serde_json::json!({"name": "<script>alert(1)</script>"}),
+        )
+        .await
+        .assert_status(200);
+        let page = b.get(&format!("/app/r/customers/{own}")).await;
+        assert!(!page.html.contains("<script>alert(1)"), "[{engine}] markup in data is escaped");
+        assert!(page.html.contains("&#60;script&#62;") || page.html.contains("&lt;script&gt;"), "[{engine}]");
+
+        // The edit form answers a bad value with the store's message next to the field, keeping what was typed.
+        let form = b.get(&format!("/app/r/customers/{own}/edit")).await;
+        assert_eq!(form.status, StatusCode::OK);
+        assert!(!form.html.contains("name=\"annual_revenue\""), "[{engine}] read-only revenue is not an input");
+        let csrf = form.hidden("csrf_token");
+        let bad = b
+            .post(
+                &format!("/app/r/customers/{own}/edit"),
+                &[("csrf_token", &csrf), ("name", "Acme"), ("email", "not-an-email")],
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {}", bad.html);
+        assert!(bad.html.contains("id=\"err-email\"") && bad.html.contains("not-an-email"), "[{engine}]");
+        let good =
+            b.post(&format!("/app/r/customers/{own}/edit"), &[("csrf_token", &csrf), ("name", "Acme 北方")]).await;
+        assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
+        assert!(b.get(&format!("/app/r/customers/{own}")).await.html.contains("Acme 北方"));
+    }
+}
+
+#[tokio::test]
+async fn the_language_follows_the_browser_then_the_switch() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let mut b = Browser::new(&app, "en-US,en;q=0.9");
+        let page = b.get("/app/sign-in").await;
+        assert!(page.html.contains("<html lang=\"en\">") && page.html.contains(">Sign in<"), "[{engine}]");
+        let wrong = b
+            .post(
+                "/app/sign-in",
+                &[("username", "rep.north1"), ("password", "wrong"), ("signin_csrf", &page.hidden("signin_csrf"))],
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(wrong.html.contains("Invalid username or password."), "[{engine}] the error in English");
+        let switched = b.get("/app/lang/zh?back=/app/sign-in").await;
+        assert_eq!(switched.status, StatusCode::SEE_OTHER);
+        assert_eq!(switched.headers.get(header::LOCATION).map(|v| v.as_bytes()), Some(&b"/app/sign-in"[..]));
+        let page = b.get("/app/sign-in").await;
+        assert!(page.html.contains("<html lang=\"zh-CN\">") && page.html.contains(">登录<"), "[{engine}]");
+        // The switch never sends anyone to another site.
+        let away = b.get("/app/lang/en?back=https://evil.example/").await;
+        assert_eq!(away.headers.get(header::LOCATION).map(|v| v.as_bytes()), Some(&b"/app"[..]), "[{engine}]");
+    }
+}
