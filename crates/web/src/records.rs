@@ -32,8 +32,10 @@ pub struct Column {
 
 /// The columns of `module` the viewer may read (hidden ones are not offered, so not shown).
 fn columns(module: Module, v: &Viewer) -> Vec<Column> {
+    // The title field is the row's heading (a link), not a column of its own.
     list_columns(module)
         .iter()
+        .filter(|c| **c != title_field(module))
         .filter(|c| v.principal().access.field_access(module, c) != FieldAccess::Hidden)
         .map(|c| Column { name: c, label: v.lang.label("field", c) })
         .collect()

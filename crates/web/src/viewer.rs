@@ -131,6 +131,8 @@ fn refused(e: ApiError, lang: Lang) -> Response {
     }
 }
 
+// The error is the extractors' rejection, which axum wants as a response; it is built once per refused request.
+#[allow(clippy::result_large_err)]
 fn usable(a: Authenticated, lang: Lang) -> Result<Viewer, Response> {
     match a.restriction {
         None => Ok(Viewer { session: a, lang }),

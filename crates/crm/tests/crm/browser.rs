@@ -178,9 +178,9 @@ async fn shot(d: &WebDriver, name: &str) {
 
 async fn sign_in(ui: &Ui, d: &WebDriver, username: &str) {
     d.goto(ui.url("/app/sign-in")).await.expect("sign-in page");
-    el(&d, By::Id("username"), "username").await.send_keys(username).await.expect("type");
-    el(&d, By::Id("password"), "password").await.send_keys(crm::demo::password_for(username)).await.expect("type");
-    el(&d, By::Id("sign-in-submit"), "submit").await.click().await.expect("click");
+    el(d, By::Id("username"), "username").await.send_keys(username).await.expect("type");
+    el(d, By::Id("password"), "password").await.send_keys(crm::demo::password_for(username)).await.expect("type");
+    el(d, By::Id("sign-in-submit"), "submit").await.click().await.expect("click");
     // Signed in once the next page is there: home, or the second step.
     let started = Instant::now();
     while d.find(By::Css("#my-records, #mfa-form")).await.is_err() {
@@ -190,18 +190,18 @@ async fn sign_in(ui: &Ui, d: &WebDriver, username: &str) {
 }
 
 async fn sign_out(d: &WebDriver) {
-    el(&d, By::Id("sign-out"), "sign-out button").await.click().await.expect("click");
-    el(&d, By::Id("sign-in-form"), "back on the sign-in page").await;
+    el(d, By::Id("sign-out"), "sign-out button").await.click().await.expect("click");
+    el(d, By::Id("sign-in-form"), "back on the sign-in page").await;
 }
 
 async fn html_lang(d: &WebDriver) -> String {
-    el(&d, By::Css("html"), "html").await.attr("lang").await.expect("lang").unwrap_or_default()
+    el(d, By::Css("html"), "html").await.attr("lang").await.expect("lang").unwrap_or_default()
 }
 
 /// The list page's total and the record ids of its first page.
 async fn list_state(ui: &Ui, d: &WebDriver, module: &str) -> (i64, Vec<i64>) {
     d.goto(ui.url(&format!("/app/r/{module}"))).await.expect("list page");
-    let total = el(&d, By::Id("total"), "total").await.attr("data-count").await.expect("attr");
+    let total = el(d, By::Id("total"), "total").await.attr("data-count").await.expect("attr");
     let total = total.and_then(|t| t.parse().ok()).expect("a numeric data-count");
     let mut ids = Vec::new();
     for a in d.find_all(By::Css("tr.record-row th a")).await.expect("rows") {
@@ -318,13 +318,13 @@ async fn masked_phone_revealed_and_audited(ui: &Ui) {
 /// Sets one cell of the representatives' role matrix and saves it.
 async fn set_rep_scope(ui: &Ui, admin: &WebDriver, cell: &str, scope: &str) {
     admin.goto(ui.url(&format!("/app/admin/roles/{}", crm::templates::ROLE_REP))).await.expect("role page");
-    el(&admin, By::Css(format!("select[name='{cell}'] option[value='{scope}']")), "scope option")
+    el(admin, By::Css(format!("select[name='{cell}'] option[value='{scope}']")), "scope option")
         .await
         .click()
         .await
         .expect("choose");
-    el(&admin, By::Id("save-role"), "save").await.click().await.expect("click");
-    el(&admin, By::Id("role-saved"), "saved").await;
+    el(admin, By::Id("save-role"), "save").await.click().await.expect("click");
+    el(admin, By::Id("role-saved"), "saved").await;
 }
 
 async fn admin_changes_a_reps_scope(ui: &Ui) {
