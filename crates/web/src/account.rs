@@ -3,7 +3,7 @@
 //! session that must enrol a second factor before anything else.
 
 use crate::error::{PageError, render};
-use crate::viewer::{AnySession, AnySessionForm, Chrome, Viewer};
+use crate::viewer::{AnySession, AnySessionForm, Chrome, Viewer, ViewerForm};
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -30,6 +30,7 @@ pub struct SignInRow {
 }
 
 pub struct TokenRow {
+    pub id: i64,
     pub name: String,
     pub prefix: String,
     pub created: String,
@@ -44,6 +45,8 @@ struct AccountPage {
     sign_ins: Vec<SignInRow>,
     tokens: Vec<TokenRow>,
     mfa: MfaStatus,
+    /// A token just created: shown this once.
+    new_token: Option<String>,
 }
 
 fn agent(s: Option<String>) -> String {
@@ -51,6 +54,10 @@ fn agent(s: Option<String>) -> String {
 }
 
 pub async fn page(State(state): State<AppState>, v: Viewer) -> Response {
+    account_page(&state, &v, None).await
+}
+
+async fn account_page(state: &AppState, v: &Viewer, new_token: Option<String>) -> Response {
     let sys = state.store.unscoped_system_access();
     let result = async {
         let sessions = sys.my_sessions(&v.session).await?;
@@ -83,7 +90,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Response {
                 at: l.datetime(s.at),
                 ip: s.ip.unwrap_or_default(),
                 agent: agent(s.user_agent),
-                result: s.result,
+                result: l.label("result", &s.result),
                 mfa: s.mfa.unwrap_or_default(),
             })
             .collect(),
@@ -91,6 +98,7 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Response {
             .into_iter()
             .filter(|t| t.revoked_at.is_none())
             .map(|t| TokenRow {
+                id: t.id,
                 name: t.name,
                 prefix: t.prefix,
                 created: l.datetime(t.created_at),
@@ -98,7 +106,42 @@ pub async fn page(State(state): State<AppState>, v: Viewer) -> Response {
             })
             .collect(),
         mfa,
+        new_token,
     })
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenForm {
+    name: String,
+}
+
+/// Creates an API token (the same rules as `POST /api/v1/me/tokens`: an account with a second factor proves it
+/// again first) and shows it once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    client: Client,
+    ViewerForm { viewer: v, form }: ViewerForm<NewTokenForm>,
+) -> Response {
+    if v.session.mfa_enabled && !v.session.step_up_fresh() {
+        return PageError::new(StatusCode::FORBIDDEN, "account.step_up", v.lang).into_response();
+    }
+    match state.store.unscoped_system_access().create_api_token(&v.session, form.name.trim(), None, &client.info).await
+    {
+        Ok(t) => account_page(&state, &v, Some(t.token)).await,
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    client: Client,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+    ViewerForm { viewer: v, form: CsrfOnly {} }: ViewerForm<CsrfOnly>,
+) -> Response {
+    match state.store.unscoped_system_access().revoke_api_token(&v.session, id, &client.info).await {
+        Ok(()) => axum::response::Redirect::to("/app/account").into_response(),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
 }
 
 /// The enrolment flow's page: its state, and (after "set up") the secret and QR code, or the recovery codes.

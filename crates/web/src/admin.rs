@@ -84,6 +84,9 @@ struct UsersPage {
     users: Vec<UserRow>,
     can_edit: bool,
     done: bool,
+    /// For the new-user form: departments in scope and roles by name.
+    departments: Vec<(i64, String)>,
+    roles: Vec<(i64, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -96,15 +99,16 @@ pub async fn users(State(state): State<AppState>, v: Viewer, Query(d): Query<Don
     let scoped = state.store.scoped(v.principal().clone());
     let result = async {
         let users = scoped.admin_users().await?;
+        let departments = scoped.admin_departments().await?;
         // Role names for the table; a viewer without `roles: view` sees role ids.
         let names: BTreeMap<i64, String> = match scoped.admin_policy().await {
             Ok((p, _)) => p.roles.into_iter().map(|r| (r.id, r.name)).collect(),
             Err(_) => BTreeMap::new(),
         };
-        Ok::<_, StoreError>((users, names))
+        Ok::<_, StoreError>((users, departments, names))
     }
     .await;
-    let (users, names) = match result {
+    let (users, departments, names) = match result {
         Ok(x) => x,
         Err(e) => return PageError::from_store(e, v.lang).into_response(),
     };
@@ -129,6 +133,8 @@ pub async fn users(State(state): State<AppState>, v: Viewer, Query(d): Query<Don
         users: rows,
         can_edit: v.can(Module::Users, Action::Edit),
         done: d.done == "1",
+        departments: departments.into_iter().map(|d| (d.id, d.name)).collect(),
+        roles: names.into_iter().collect(),
     })
 }
 
@@ -414,4 +420,257 @@ pub async fn explain(
         result,
         who,
     })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Creating users
+
+#[derive(Deserialize)]
+pub struct NewUserForm {
+    username: String,
+    display_name: String,
+    #[serde(default)]
+    email: String,
+    password: String,
+    department: i64,
+    role: i64,
+}
+
+/// Creates a user through `Scoped::admin_create_user` (departments within the administrator's scope, roles they
+/// cover; the password policy applies; the user changes the password at first sign-in).
+pub async fn create_user(
+    State(state): State<AppState>,
+    ViewerForm { viewer: v, form }: ViewerForm<NewUserForm>,
+) -> Response {
+    let user = crm_store::NewUser {
+        username: form.username.trim().to_string(),
+        display_name: form.display_name.trim().to_string(),
+        email: Some(form.email.trim().to_string()).filter(|e| !e.is_empty()),
+        password: form.password,
+        manager: None,
+        departments: vec![form.department],
+        roles: vec![form.role],
+        must_change_password: true,
+    };
+    match state.store.scoped(v.principal().clone()).admin_create_user(user).await {
+        Ok(_) => Redirect::to("/app/admin/users?done=1").into_response(),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Department tree
+
+pub struct DepartmentRow {
+    pub id: i64,
+    pub name: String,
+    /// Depth in the tree, for indentation.
+    pub depth: usize,
+    pub indent: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_departments.html")]
+struct DepartmentsPage {
+    chrome: Chrome,
+    departments: Vec<DepartmentRow>,
+    can_edit: bool,
+}
+
+/// The tree in depth-first order.
+fn tree(all: &[crm_store::DepartmentSummary]) -> Vec<DepartmentRow> {
+    fn visit(all: &[crm_store::DepartmentSummary], parent: Option<i64>, depth: usize, out: &mut Vec<DepartmentRow>) {
+        for d in all.iter().filter(|d| d.parent_id == parent) {
+            // Guards against a cycle in bad data: a department is listed once.
+            if out.iter().any(|r| r.id == d.id) || depth > 32 {
+                continue;
+            }
+            out.push(DepartmentRow { id: d.id, name: d.name.clone(), depth, indent: "　".repeat(depth) });
+            visit(all, Some(d.id), depth + 1, out);
+        }
+    }
+    let mut out = Vec::new();
+    let ids: std::collections::BTreeSet<i64> = all.iter().map(|d| d.id).collect();
+    // Roots: no parent, or a parent outside the viewer's scope (a delegated administrator's subtree).
+    let roots: Vec<Option<i64>> = all
+        .iter()
+        .filter(|d| d.parent_id.is_none_or(|p| !ids.contains(&p)))
+        .map(|d| d.parent_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for root in roots {
+        visit(all, root, 0, &mut out);
+    }
+    out
+}
+
+pub async fn departments(State(state): State<AppState>, v: Viewer) -> Response {
+    match state.store.scoped(v.principal().clone()).admin_departments().await {
+        Ok(all) => render(&DepartmentsPage {
+            chrome: v.chrome("admin.department_tree", "/app/admin/departments"),
+            departments: tree(&all),
+            can_edit: v.can(Module::Users, Action::Edit),
+        }),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewDepartmentForm {
+    parent: i64,
+    name: String,
+}
+
+pub async fn create_department(
+    State(state): State<AppState>,
+    ViewerForm { viewer: v, form }: ViewerForm<NewDepartmentForm>,
+) -> Response {
+    match state.store.scoped(v.principal().clone()).admin_create_department(form.parent, form.name.trim()).await {
+        Ok(_) => Redirect::to("/app/admin/departments").into_response(),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data access settings overview (read-only)
+
+pub struct RuleRow {
+    pub name: String,
+    pub module: String,
+    pub detail: String,
+}
+
+pub struct FieldRow {
+    pub role: String,
+    pub module: String,
+    pub field: String,
+    pub access: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_policy.html")]
+struct PolicyPage {
+    chrome: Chrome,
+    defaults: Vec<(String, String)>,
+    sections: Vec<RuleSection>,
+    fields: Vec<FieldRow>,
+}
+
+/// One list of rules on the overview (partition grants, sharing rules, …).
+pub struct RuleSection {
+    pub title: &'static str,
+    pub id: &'static str,
+    pub rows: Vec<RuleRow>,
+}
+
+/// A policy element as compact text (grantees, criteria): the configuration's own words.
+fn compact<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+pub async fn policy_overview(State(state): State<AppState>, v: Viewer) -> Response {
+    let (policy, _) = match state.store.scoped(v.principal().clone()).admin_policy().await {
+        Ok(x) => x,
+        Err(e) => return PageError::from_store(e, v.lang).into_response(),
+    };
+    let l = v.lang;
+    let module = |m: &Module| l.label("module", m.as_str());
+    let default_code = |d: &crm_policy::OrgDefault| {
+        serde_json::to_value(d).ok().and_then(|x| x.as_str().map(str::to_string)).unwrap_or_default()
+    };
+    render(&PolicyPage {
+        chrome: v.chrome("admin.policy", "/app/admin/policy"),
+        defaults: Module::RECORDS
+            .into_iter()
+            .map(|m| {
+                let d = policy.defaults.get(&m).copied().unwrap_or_default();
+                (module(&m), l.label("default", &default_code(&d)))
+            })
+            .collect(),
+        sections: vec![
+            RuleSection { title: l.t("admin.partitions"), id: "partitions", rows: partitions(&policy, l) },
+            RuleSection { title: l.t("admin.sharing_rules"), id: "sharing-rules", rows: sharing(&policy, l) },
+            RuleSection {
+                title: l.t("admin.restriction_rules"),
+                id: "restriction-rules",
+                rows: restrictions(&policy, l),
+            },
+            RuleSection { title: l.t("admin.groups"), id: "groups", rows: groups(&policy) },
+        ],
+        fields: field_rows(&policy, l),
+    })
+}
+
+fn partitions(policy: &crm_policy::PolicyConfig, l: Lang) -> Vec<RuleRow> {
+    let module = |m: &Module| l.label("module", m.as_str());
+    policy
+        .partition_grants
+        .iter()
+        .map(|g| RuleRow {
+            name: compact(&g.grantee),
+            module: g.modules.iter().map(module).collect::<Vec<_>>().join(", "),
+            detail: format!("{} · {}", compact(&g.partitions), l.t(&format!("level.{}", g.level.as_str()))),
+        })
+        .collect()
+}
+
+fn sharing(policy: &crm_policy::PolicyConfig, l: Lang) -> Vec<RuleRow> {
+    let module = |m: &Module| l.label("module", m.as_str());
+    policy
+        .sharing_rules
+        .iter()
+        .map(|r| RuleRow {
+            name: r.name.clone(),
+            module: module(&r.module),
+            detail: format!(
+                "{} → {} · {}",
+                compact(&r.source),
+                compact(&r.share_with),
+                l.t(&format!("level.{}", r.level.as_str()))
+            ),
+        })
+        .collect()
+}
+
+fn restrictions(policy: &crm_policy::PolicyConfig, l: Lang) -> Vec<RuleRow> {
+    let module = |m: &Module| l.label("module", m.as_str());
+    policy
+        .restriction_rules
+        .iter()
+        .map(|r| RuleRow {
+            name: r.name.clone(),
+            module: module(&r.module),
+            detail: format!("{} · {}", compact(&r.applies_to), compact(&r.criteria)),
+        })
+        .collect()
+}
+
+fn groups(policy: &crm_policy::PolicyConfig) -> Vec<RuleRow> {
+    policy
+        .groups
+        .iter()
+        .map(|g| RuleRow {
+            name: g.name.clone(),
+            module: String::new(),
+            detail: format!("users {:?} · departments {:?}", g.users, g.departments),
+        })
+        .collect()
+}
+
+fn field_rows(policy: &crm_policy::PolicyConfig, l: Lang) -> Vec<FieldRow> {
+    policy
+        .roles
+        .iter()
+        .flat_map(|r| {
+            r.fields.iter().flat_map(move |(m, fields)| {
+                fields.iter().map(move |(f, a)| FieldRow {
+                    role: r.name.clone(),
+                    module: l.label("module", m.as_str()),
+                    field: l.label("field", f),
+                    access: l.label("field_access", &compact(a).replace('"', "")),
+                })
+            })
+        })
+        .collect()
 }

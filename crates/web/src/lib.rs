@@ -52,6 +52,12 @@ pub fn routes() -> Router<AppState> {
         .route("/app/r/{module}/{id}", get(records::record))
         .route("/app/r/{module}/{id}/edit", get(records::edit_form).post(records::save))
         .route("/app/r/{module}/{id}/reveal/{field}", post(records::reveal))
+        .route("/app/r/{module}/{id}/share", post(records::share))
+        .route("/app/account/tokens", post(account::create_token))
+        .route("/app/account/tokens/{id}/revoke", post(account::revoke_token))
+        .route("/app/admin/users/new", post(admin::create_user))
+        .route("/app/admin/departments", get(admin::departments).post(admin::create_department))
+        .route("/app/admin/policy", get(admin::policy_overview))
         .layer(middleware::from_fn(security_headers));
     Router::new().route("/", get(|| async { Redirect::to("/app") })).merge(app)
 }

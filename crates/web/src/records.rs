@@ -231,6 +231,8 @@ struct ListPage {
     ascending: bool,
     next_href: Option<String>,
     first_href: Option<String>,
+    /// The CSV export of the same query (the API's export, with the session cookie), when the viewer may export.
+    export_href: Option<String>,
 }
 
 fn clear_fields(module: Module, v: &Viewer, selected: &str) -> Vec<Choice> {
@@ -324,6 +326,7 @@ pub async fn list(
         ascending: p.order == "asc",
         next_href: page.next_cursor.as_deref().map(|c| list_href(module, &p, Some(c))),
         first_href: (!p.after.is_empty()).then(|| list_href(module, &p, None)),
+        export_href: v.can(module, Action::Export).then(|| format!("/api/v1/{module}/export.csv")),
         chrome,
     };
     render(&body)
@@ -349,7 +352,9 @@ struct RecordPage {
     system: Vec<(String, String)>,
     related: Vec<RelatedList>,
     can_edit: bool,
+    can_share: bool,
     revealed: Option<(&'static str, String)>,
+    notice: Option<&'static str>,
 }
 
 /// Modules whose records point at `module` (the related lists of its record page).
@@ -366,6 +371,7 @@ async fn record_page(
     module: Module,
     id: RecordId,
     revealed: Option<(&'static str, String)>,
+    notice: Option<&'static str>,
     path: &str,
 ) -> Result<Response, StoreError> {
     let record = scoped.get(module, id).await?;
@@ -396,22 +402,36 @@ async fn record_page(
         system,
         related,
         can_edit: v.can(module, Action::Edit),
+        can_share: v.can(module, Action::Share),
         revealed,
+        notice,
     }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RecordNotice {
+    #[serde(default)]
+    done: String,
 }
 
 pub async fn record(
     State(state): State<AppState>,
     v: Viewer,
     Path((module, id)): Path<(String, String)>,
+    Query(q): Query<RecordNotice>,
     PagePath(path): PagePath,
 ) -> Response {
     let (module, id) = match record_module(&module, v.lang).and_then(|m| Ok((m, record_id(&id, v.lang)?))) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
+    let notice = match q.done.as_str() {
+        "shared" => Some("share.done"),
+        "team" => Some("share.team_done"),
+        _ => None,
+    };
     let scoped = state.store.scoped(v.principal().clone());
-    record_page(&scoped, &v, module, id, None, &path)
+    record_page(&scoped, &v, module, id, None, notice, &path)
         .await
         .unwrap_or_else(|e| PageError::from_store(e, v.lang).into_response())
 }
@@ -440,9 +460,54 @@ pub async fn reveal(
     };
     let clear = value.as_str().map(str::to_string).unwrap_or_else(|| format_value(def.kind, &value, v.lang).0);
     let path = format!("/app/r/{module}/{id}");
-    record_page(&scoped, &v, module, id, Some((def.name, clear)), &path)
+    record_page(&scoped, &v, module, id, Some((def.name, clear)), None, &path)
         .await
         .unwrap_or_else(|e| PageError::from_store(e, v.lang).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Share dialog and record team
+
+#[derive(Deserialize)]
+pub struct ShareForm {
+    username: String,
+    level: String,
+    /// `share` (手动共享) or `team` (相关团队).
+    kind: String,
+}
+
+/// Shares the record with a user, or adds them to its team, through `Scoped::share` / `set_team_member` (which
+/// need `share` on the record and refuse a level beyond the sharer's own).
+pub async fn share(
+    State(state): State<AppState>,
+    Path((module, id)): Path<(String, String)>,
+    ViewerForm { viewer: v, form }: ViewerForm<ShareForm>,
+) -> Response {
+    let (module, id) = match record_module(&module, v.lang).and_then(|m| Ok((m, record_id(&id, v.lang)?))) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(level) = form.level.parse::<crm_domain::Level>() else {
+        return PageError::new(StatusCode::BAD_REQUEST, "error.bad_request", v.lang).into_response();
+    };
+    // Usernames of the viewer's own organization name the person to share with (the API takes the id).
+    let users = match state.store.unscoped_system_access().user_ids(v.principal().org).await {
+        Ok(u) => u,
+        Err(e) => return PageError::from_store(e, v.lang).into_response(),
+    };
+    let Some(user) = users.iter().find(|(name, _)| *name == form.username.trim()).map(|(_, id)| *id) else {
+        return PageError::new(StatusCode::UNPROCESSABLE_ENTITY, "share.unknown_user", v.lang).into_response();
+    };
+    let scoped = state.store.scoped(v.principal().clone());
+    let (result, done) = if form.kind == "team" {
+        (scoped.set_team_member(module, id, user, Some(level)).await, "team")
+    } else {
+        (scoped.share(module, id, crm_policy::ShareKey::User(user), level).await, "shared")
+    };
+    match result {
+        Ok(()) => axum::response::Redirect::to(&format!("/app/r/{module}/{id}?done={done}")).into_response(),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -237,3 +237,122 @@ async fn the_language_follows_the_browser_then_the_switch() {
         assert_eq!(away.headers.get(header::LOCATION).map(|v| v.as_bytes()), Some(&b"/app"[..]), "[{engine}]");
     }
 }
+
+#[tokio::test]
+async fn sharing_from_the_record_page_opens_it_to_a_colleague() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let own = app
+            .sql_i64(
+                "SELECT MIN(c.id) FROM customers c JOIN users u ON u.id = c.owner_id WHERE u.username = 'rep.north1'",
+            )
+            .await;
+        let mut colleague = Browser::new(&app, "zh-CN");
+        colleague.sign_in("rep.north2").await;
+        assert_eq!(colleague.get(&format!("/app/r/customers/{own}")).await.status, StatusCode::NOT_FOUND);
+
+        let mut owner = Browser::new(&app, "zh-CN");
+        owner.sign_in("rep.north1").await;
+        let page = owner.get(&format!("/app/r/customers/{own}")).await;
+        assert!(page.html.contains("id=\"share-dialog\""), "[{engine}] the owner may share");
+        let csrf = page.hidden("csrf_token");
+        let unknown = owner
+            .post(
+                &format!("/app/r/customers/{own}/share"),
+                &[("csrf_token", &csrf), ("username", "nobody"), ("level", "read"), ("kind", "share")],
+            )
+            .await;
+        assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}]");
+        assert!(unknown.html.contains("没有这个用户"), "[{engine}] {}", unknown.html);
+        let shared = owner
+            .post(
+                &format!("/app/r/customers/{own}/share"),
+                &[("csrf_token", &csrf), ("username", "rep.north2"), ("level", "read"), ("kind", "share")],
+            )
+            .await;
+        assert_eq!(shared.status, StatusCode::SEE_OTHER, "[{engine}] {}", shared.html);
+        assert!(owner.get(&format!("/app/r/customers/{own}?done=shared")).await.html.contains("已共享"));
+        let seen = colleague.get(&format!("/app/r/customers/{own}")).await;
+        assert_eq!(seen.status, StatusCode::OK, "[{engine}] shared records open for the colleague at once");
+    }
+}
+
+#[tokio::test]
+async fn administrators_manage_users_and_read_the_configuration_from_the_console() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let mut admin = Browser::new(&app, "en");
+        admin.sign_in("admin").await;
+        let index = admin.get("/app/admin").await;
+        assert_eq!(index.status, StatusCode::OK);
+        for link in ["admin-users", "admin-departments", "admin-policy", "admin-explain"] {
+            assert!(index.html.contains(&format!("id=\"{link}\"")), "[{engine}] the console links {link}");
+        }
+        let policy = admin.get("/app/admin/policy").await;
+        assert!(policy.html.contains("Service never sees government customers"), "[{engine}] restriction rules");
+        assert!(policy.html.contains("Controlled by parent"), "[{engine}] defaults");
+        let tree = admin.get("/app/admin/departments").await;
+        assert!(tree.html.contains("华北区 North") && tree.html.contains("data-depth=\"2\""), "[{engine}] the tree");
+
+        // Create a user, then deactivate one: their next sign-in fails.
+        let users = admin.get("/app/admin/users").await;
+        let csrf = users.hidden("csrf_token");
+        let rep_role = crm::templates::ROLE_REP.to_string();
+        let north = app.sql_i64("SELECT id FROM departments WHERE name = '华北区 North'").await.to_string();
+        let created = admin
+            .post(
+                "/app/admin/users/new",
+                &[
+                    ("csrf_token", &csrf),
+                    ("username", "rep.north3"),
+                    ("display_name", "新代表"),
+                    ("email", ""),
+                    ("password", "a-long-enough-password-2026"),
+                    ("department", &north),
+                    ("role", &rep_role),
+                ],
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "[{engine}] {}", created.html);
+        assert!(admin.get("/app/admin/users").await.html.contains("id=\"user-rep.north3\""), "[{engine}]");
+        let id = app.sql_i64("SELECT id FROM users WHERE username = 'rep.south2'").await;
+        let done = admin
+            .post(&format!("/app/admin/users/{id}/status"), &[("csrf_token", &csrf), ("status", "deactivated")])
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "[{engine}] {}", done.html);
+        let mut gone = Browser::new(&app, "en");
+        let form = gone.get("/app/sign-in").await;
+        let refused = gone
+            .post(
+                "/app/sign-in",
+                &[
+                    ("username", "rep.south2"),
+                    ("password", crm::demo::PERSONA_PASSWORD),
+                    ("signin_csrf", &form.hidden("signin_csrf")),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "[{engine}] a deactivated user cannot sign in");
+
+        // Explain access: why rep.north1 sees their own customer, and who else can.
+        let rep = app.sql_i64("SELECT id FROM users WHERE username = 'rep.north1'").await;
+        let own = app.sql_i64(&format!("SELECT MIN(id) FROM customers WHERE owner_id = {rep}")).await;
+        let why = admin.get(&format!("/app/admin/explain?user={rep}&module=customers&record={own}")).await;
+        assert!(why.html.contains("id=\"explain-result\"") && why.html.contains("Allowed"), "[{engine}]");
+        assert!(why.html.contains("Role data scope"), "[{engine}] names the rule: {}", why.html);
+        assert!(why.html.contains("id=\"who-can-see\"") && why.html.contains("manager.north"), "[{engine}]");
+
+        // A representative has no console.
+        let mut rep_browser = Browser::new(&app, "en");
+        rep_browser.sign_in("rep.north1").await;
+        assert_eq!(rep_browser.get("/app/admin").await.status, StatusCode::NOT_FOUND, "[{engine}]");
+        assert_eq!(rep_browser.get("/app/admin/users").await.status, StatusCode::NOT_FOUND, "[{engine}]");
+        // API tokens: created on the account page and shown once.
+        let account = rep_browser.get("/app/account").await;
+        let made = rep_browser
+            .post("/app/account/tokens", &[("csrf_token", &account.hidden("csrf_token")), ("name", "报表同步")])
+            .await;
+        assert!(made.html.contains("id=\"new-token\"") && made.html.contains("crm_pat_"), "[{engine}]");
+        assert!(!rep_browser.get("/app/account").await.html.contains("id=\"new-token\""), "[{engine}] shown once");
+    }
+}
