@@ -10,10 +10,12 @@ mod account;
 mod admin;
 mod assets;
 mod audit;
+mod csv_import;
 mod error;
 mod guide;
 pub mod i18n;
 mod records;
+mod security;
 mod signin;
 mod view;
 mod viewer;
@@ -58,6 +60,8 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/users/new", post(admin::create_user))
         .route("/app/admin/departments", get(admin::departments).post(admin::create_department))
         .route("/app/admin/policy", get(admin::policy_overview))
+        .route("/app/admin/security", get(security::show).post(security::save))
+        .route("/app/r/{module}/import", get(csv_import::form).post(csv_import::submit))
         .layer(middleware::from_fn(security_headers));
     Router::new().route("/", get(|| async { Redirect::to("/app") })).merge(app)
 }

@@ -233,6 +233,7 @@ struct ListPage {
     first_href: Option<String>,
     /// The CSV export of the same query (the API's export, with the session cookie), when the viewer may export.
     export_href: Option<String>,
+    import_href: Option<String>,
 }
 
 fn clear_fields(module: Module, v: &Viewer, selected: &str) -> Vec<Choice> {
@@ -327,6 +328,7 @@ pub async fn list(
         next_href: page.next_cursor.as_deref().map(|c| list_href(module, &p, Some(c))),
         first_href: (!p.after.is_empty()).then(|| list_href(module, &p, None)),
         export_href: v.can(module, Action::Export).then(|| format!("/api/v1/{module}/export.csv")),
+        import_href: v.can(module, Action::Import).then(|| format!("/app/r/{module}/import")),
         chrome,
     };
     render(&body)

@@ -19,3 +19,21 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+// CSV import: a chosen file is read into the form's text area (no upload of raw files, no multipart), so the
+// import keeps the page's CSRF token and the server's error report can show the text again.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("input[type=file][data-fill]").forEach(function (input) {
+    input.addEventListener("change", function () {
+      var target = document.getElementById(input.getAttribute("data-fill"));
+      var file = input.files && input.files[0];
+      if (!target || !file) {
+        return;
+      }
+      var reader = new FileReader();
+      reader.onload = function () {
+        target.value = String(reader.result);
+      };
+      reader.readAsText(file);
+    });
+  });
+});

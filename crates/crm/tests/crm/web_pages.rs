@@ -356,3 +356,68 @@ async fn administrators_manage_users_and_read_the_configuration_from_the_console
         assert!(!rep_browser.get("/app/account").await.html.contains("id=\"new-token\""), "[{engine}] shown once");
     }
 }
+
+#[tokio::test]
+async fn csv_import_reports_every_bad_row_and_imports_all_or_nothing() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        // Representatives get the import right on customers (the demo's roles have none).
+        let admin = token(&app, "admin").await;
+        let mut policy = app.get("/api/v1/admin/policy", &admin).await.assert_status(200).json()["policy"].clone();
+        let rep_role = policy["roles"]
+            .as_array_mut()
+            .and_then(|roles| roles.iter_mut().find(|r| r["id"] == crm::templates::ROLE_REP))
+            .expect("the representative role");
+        rep_role["permissions"]["customers"]["import"] = "own".into();
+        let body = serde_json::to_vec(&policy).expect("JSON");
+        app.request(axum::http::Method::PUT, "/api/v1/admin/policy", &admin, Some(("application/json", body)))
+            .await
+            .assert_status(200);
+
+        let before = app.sql_i64("SELECT COUNT(*) FROM customers").await;
+        let mut rep = Browser::new(&app, "en");
+        rep.sign_in("rep.north1").await;
+        let list = rep.get("/app/r/customers").await;
+        assert!(list.html.contains("id=\"import-csv-link\""), "[{engine}] the list offers the import");
+        let form = rep.get("/app/r/customers/import").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let csrf = form.hidden("csrf_token");
+        let bad_csv = "name,email,customer_type\n北京新客户有限公司,ok@example.com,smb\n,not-an-email,smb\n";
+        let bad = rep.post("/app/r/customers/import", &[("csrf_token", &csrf), ("csv", bad_csv)]).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {}", bad.html);
+        assert!(bad.html.contains("id=\"import-errors\"") && bad.html.contains("email"), "[{engine}] {}", bad.html);
+        assert_eq!(app.sql_i64("SELECT COUNT(*) FROM customers").await, before, "[{engine}] nothing imported");
+        let good_csv = "name,customer_type\n北京新客户有限公司,smb\nNew Customer Ltd.,enterprise\n";
+        let good = rep.post("/app/r/customers/import", &[("csrf_token", &csrf), ("csv", good_csv)]).await;
+        assert!(good.html.contains("2 records imported."), "[{engine}] {}", good.html);
+        assert_eq!(app.sql_i64("SELECT COUNT(*) FROM customers").await, before + 2, "[{engine}]");
+
+        // Without the right the page does not exist.
+        let mut other = Browser::new(&app, "en");
+        other.sign_in("service1").await;
+        assert_eq!(other.get("/app/r/customers/import").await.status, StatusCode::NOT_FOUND, "[{engine}]");
+    }
+}
+
+#[tokio::test]
+async fn sign_in_policies_are_shown_and_validated_before_they_change() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let page = admin.get("/app/admin/security").await;
+        assert_eq!(page.status, StatusCode::OK, "[{engine}] {}", page.html);
+        assert!(page.html.contains("IP 白名单") && page.html.contains("id=\"role-security\""), "[{engine}]");
+        let csrf = page.hidden("csrf_token");
+        let bad = admin
+            .post("/app/admin/security", &[("csrf_token", &csrf), ("allowlist", ""), ("time_zone", "Mars/Olympus")])
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {}", bad.html);
+        assert!(bad.html.contains("time_zone") && bad.html.contains("Mars/Olympus"), "[{engine}]");
+        let good = admin
+            .post("/app/admin/security", &[("csrf_token", &csrf), ("allowlist", ""), ("time_zone", "Asia/Shanghai")])
+            .await;
+        assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
+        assert!(admin.get("/app/admin/security").await.html.contains("value=\"Asia/Shanghai\""), "[{engine}]");
+    }
+}
