@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use crm_api::AppState;
 use crm_api::client::Client;
 use crm_domain::{Action, Module};
-use crm_policy::{Explanation, Reason, Scope, UserStatus};
+use crm_policy::{Explanation, FieldAccess, Reason, Scope, UserStatus};
 use crm_store::{StoreError, UserPatch};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -200,8 +200,61 @@ struct RolePage {
     description: String,
     actions: Vec<&'static str>,
     rows: Vec<MatrixRow>,
+    fields: Vec<FieldCell>,
+    reveal: Vec<RevealCell>,
+    require_mfa: bool,
     can_edit: bool,
     saved: bool,
+}
+
+/// Field access levels in the order of the field matrix's choices, with their codes.
+const FIELD_ACCESS: [(FieldAccess, &str); 4] = [
+    (FieldAccess::Hidden, "hidden"),
+    (FieldAccess::Masked, "masked"),
+    (FieldAccess::ReadOnly, "read_only"),
+    (FieldAccess::Editable, "editable"),
+];
+
+/// One cell of the field permissions matrix (字段权限): a record module's field and the role's access to it.
+pub struct FieldCell {
+    /// The form field: `field.module.name`.
+    pub name: String,
+    pub module: String,
+    pub label: String,
+    pub choices: Vec<ScopeChoice>,
+}
+
+/// May holders reveal masked fields of a module?
+pub struct RevealCell {
+    pub name: String,
+    pub label: String,
+    pub checked: bool,
+}
+
+fn field_matrix(role: &crm_policy::Role, lang: Lang) -> Vec<FieldCell> {
+    Module::RECORDS
+        .into_iter()
+        .flat_map(|m| {
+            let defs = crm_domain::schema(m).map(|s| s.fields).unwrap_or(&[]);
+            defs.iter().map(move |f| {
+                // Unlisted fields are editable.
+                let current = role.fields.get(&m).and_then(|x| x.get(f.name)).copied().unwrap_or(FieldAccess::Editable);
+                FieldCell {
+                    name: format!("field.{m}.{}", f.name),
+                    module: lang.label("module", m.as_str()),
+                    label: lang.label("field", f.name),
+                    choices: FIELD_ACCESS
+                        .iter()
+                        .map(|(a, code)| ScopeChoice {
+                            code,
+                            label: lang.t(&format!("field_access.{code}")),
+                            selected: current == *a,
+                        })
+                        .collect(),
+                }
+            })
+        })
+        .collect()
 }
 
 fn matrix(perms: &BTreeMap<Module, BTreeMap<Action, Scope>>, lang: Lang) -> Vec<MatrixRow> {
@@ -254,6 +307,16 @@ pub async fn role(
         description: role.description.clone(),
         actions: Action::ALL.iter().map(|a| v.lang.t(&format!("action.{}", a.as_str()))).collect(),
         rows: matrix(&role.permissions, v.lang),
+        fields: field_matrix(role, v.lang),
+        reveal: Module::RECORDS
+            .into_iter()
+            .map(|m| RevealCell {
+                name: format!("reveal.{m}"),
+                label: v.lang.label("module", m.as_str()),
+                checked: role.reveal.contains(&m),
+            })
+            .collect(),
+        require_mfa: role.require_mfa,
         can_edit: v.can(Module::Roles, Action::Edit),
         saved: d.done == "1",
     })
@@ -288,6 +351,22 @@ pub async fn save_role(
         }
     }
     role.permissions = permissions;
+    // Field permissions: only what differs from the default (editable) is kept.
+    let mut fields: BTreeMap<Module, BTreeMap<String, FieldAccess>> = BTreeMap::new();
+    for m in Module::RECORDS {
+        for f in crm_domain::schema(m).map(|s| s.fields).unwrap_or(&[]) {
+            let Some(code) = form.get(&format!("field.{m}.{}", f.name)) else { continue };
+            let Some((access, _)) = FIELD_ACCESS.iter().find(|(_, c)| c == code) else {
+                return PageError::new(StatusCode::BAD_REQUEST, "error.bad_request", v.lang).into_response();
+            };
+            if *access != FieldAccess::Editable {
+                fields.entry(m).or_default().insert(f.name.to_string(), *access);
+            }
+        }
+    }
+    role.fields = fields;
+    role.reveal = Module::RECORDS.into_iter().filter(|m| form.contains_key(&format!("reveal.{m}"))).collect();
+    role.require_mfa = form.contains_key("require_mfa");
     match scoped.admin_set_policy(&policy, false).await {
         Ok(_) => Redirect::to(&format!("/app/admin/roles/{id}?done=1")).into_response(),
         Err(e) => PageError::from_store(e, v.lang).into_response(),

@@ -532,6 +532,14 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("import.created", "已导入 {n} 条记录。", "{n} records imported."),
     ("import.failed", "导入失败,未导入任何记录:", "Nothing was imported:"),
     ("list.import", "导入 CSV", "Import CSV"),
+    ("admin.field", "字段", "Field"),
+    (
+        "admin.field_matrix_help",
+        "字段权限:不可见的字段不会出现在任何页面、导出或筛选中;脱敏字段只显示部分字符,查看明文需要权限并记入审计日志。多个角色取最宽松的设置。",
+        "Field permissions: a hidden field is in no page, export or filter; a masked one shows part of its value, and revealing it needs the right below and is audited. Several roles take the most permissive.",
+    ),
+    ("admin.reveal_rights", "可查看明文的模块", "Modules whose masked fields holders may reveal"),
+    ("admin.require_mfa", "此角色必须启用多因素认证", "Holders of this role must use a second factor"),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

@@ -7,7 +7,8 @@
 //! - the language switch turns every label to English and back;
 //! - a masked phone is revealed, and the reveal is in the administrator's audit viewer;
 //! - an administrator changes the representatives' data scope in the role matrix and the representative's open
-//!   page gains, then loses, the team's records on reload;
+//!   page gains, then loses, the team's records on reload (and the role round-trips through the page);
+//! - an administrator hides a field in the field permissions matrix and it leaves the user's page on reload;
 //! - MFA enrolment from the account page, then a sign-in with its second step.
 //!
 //! Screenshots of the main screens go to `<target>/ui-screenshots/`. chromium and chromedriver must be installed
@@ -327,7 +328,16 @@ async fn set_rep_scope(ui: &Ui, admin: &WebDriver, cell: &str, scope: &str) {
     el(admin, By::Id("role-saved"), "saved").await;
 }
 
+/// The representatives' role as the JSON API returns it.
+async fn rep_role(ui: &Ui, admin_token: &str) -> serde_json::Value {
+    let policy = ui.api_get(admin_token, "/api/v1/admin/policy").await;
+    let roles = policy["policy"]["roles"].as_array().expect("roles").clone();
+    roles.into_iter().find(|r| r["id"] == crm::templates::ROLE_REP).expect("the representative role")
+}
+
 async fn admin_changes_a_reps_scope(ui: &Ui) {
+    let admin_token = ui.api_token("admin").await;
+    let original = rep_role(ui, &admin_token).await;
     let rep = ui.browser("scope-rep", "zh-CN,zh").await;
     sign_in(ui, &rep, "rep.north1").await;
     let (own, _) = list_state(ui, &rep, "opportunities").await;
@@ -348,7 +358,37 @@ async fn admin_changes_a_reps_scope(ui: &Ui) {
         Some(own.to_string().as_str()),
         "narrowed again: the team's records are gone on reload"
     );
+    // Saving the page wrote back exactly what it showed: field permissions, reveal and MFA settings included.
+    assert_eq!(rep_role(ui, &admin_token).await, original, "the role round-trips through the matrix");
     rep.quit().await.expect("quit");
+    admin.quit().await.expect("quit");
+}
+
+async fn admin_hides_a_field(ui: &Ui) {
+    let service = ui.browser("field-service", "zh-CN,zh").await;
+    sign_in(ui, &service, "service1").await;
+    service.goto(ui.url("/app/r/customers")).await.expect("list");
+    el(&service, By::Css("tr.record-row th a"), "a customer").await.click().await.expect("open it");
+    el(&service, By::Id("field-phone"), "the masked phone").await;
+    let admin = ui.browser("field-admin", "zh-CN,zh").await;
+    sign_in(ui, &admin, "admin").await;
+    admin.goto(ui.url(&format!("/app/admin/roles/{}", crm::templates::ROLE_SERVICE))).await.expect("role page");
+    el(&admin, By::Css("select[name='field.customers.phone'] option[value='hidden']"), "hidden option")
+        .await
+        .click()
+        .await
+        .expect("choose");
+    el(&admin, By::Id("save-role"), "save").await.click().await.expect("click");
+    el(&admin, By::Id("role-saved"), "saved").await;
+    shot(&admin, "field-matrix-zh").await;
+    service.refresh().await.expect("reload");
+    el(&service, By::Id("field-email"), "the record page").await;
+    let source = service.source().await.expect("source");
+    assert!(
+        !source.contains("id=\"field-phone\"") && !source.contains("reveal-phone"),
+        "the hidden phone left the page on reload"
+    );
+    service.quit().await.expect("quit");
     admin.quit().await.expect("quit");
 }
 
@@ -403,6 +443,7 @@ async fn the_web_ui_in_a_real_browser() {
     language_switch(&ui).await;
     masked_phone_revealed_and_audited(&ui).await;
     admin_changes_a_reps_scope(&ui).await;
+    admin_hides_a_field(&ui).await;
     mfa_enrolment_and_sign_in(&ui).await;
     eprintln!("browser scenarios done in {:?}; screenshots in {}", started.elapsed(), screenshot_dir().display());
 }
