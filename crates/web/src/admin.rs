@@ -631,7 +631,9 @@ pub struct FieldRow {
 #[template(path = "admin_policy.html")]
 struct PolicyPage {
     chrome: Chrome,
-    defaults: Vec<(String, String)>,
+    defaults: Vec<DefaultCell>,
+    can_edit: bool,
+    saved: bool,
     sections: Vec<RuleSection>,
     fields: Vec<FieldRow>,
 }
@@ -648,25 +650,49 @@ fn compact<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-pub async fn policy_overview(State(state): State<AppState>, v: Viewer) -> Response {
+/// Organization-wide defaults in the order of their choices, with their codes.
+const DEFAULTS: [(crm_policy::OrgDefault, &str); 4] = [
+    (crm_policy::OrgDefault::Private, "private"),
+    (crm_policy::OrgDefault::PublicRead, "public_read"),
+    (crm_policy::OrgDefault::PublicReadWrite, "public_read_write"),
+    (crm_policy::OrgDefault::ControlledByParent, "controlled_by_parent"),
+];
+
+/// One module's organization-wide default (数据共享默认设置) on the overview's form.
+pub struct DefaultCell {
+    pub name: String,
+    pub label: String,
+    pub choices: Vec<ScopeChoice>,
+}
+
+pub async fn policy_overview(State(state): State<AppState>, v: Viewer, Query(d): Query<Done>) -> Response {
     let (policy, _) = match state.store.scoped(v.principal().clone()).admin_policy().await {
         Ok(x) => x,
         Err(e) => return PageError::from_store(e, v.lang).into_response(),
     };
     let l = v.lang;
-    let module = |m: &Module| l.label("module", m.as_str());
-    let default_code = |d: &crm_policy::OrgDefault| {
-        serde_json::to_value(d).ok().and_then(|x| x.as_str().map(str::to_string)).unwrap_or_default()
-    };
     render(&PolicyPage {
         chrome: v.chrome("admin.policy", "/app/admin/policy"),
         defaults: Module::RECORDS
             .into_iter()
             .map(|m| {
-                let d = policy.defaults.get(&m).copied().unwrap_or_default();
-                (module(&m), l.label("default", &default_code(&d)))
+                let current = policy.defaults.get(&m).copied().unwrap_or_default();
+                DefaultCell {
+                    name: format!("default.{m}"),
+                    label: l.label("module", m.as_str()),
+                    choices: DEFAULTS
+                        .iter()
+                        .map(|(x, code)| ScopeChoice {
+                            code,
+                            label: l.t(&format!("default.{code}")),
+                            selected: *x == current,
+                        })
+                        .collect(),
+                }
             })
             .collect(),
+        can_edit: v.can(Module::Sharing, Action::Edit),
+        saved: d.done == "1",
         sections: vec![
             RuleSection { title: l.t("admin.partitions"), id: "partitions", rows: partitions(&policy, l) },
             RuleSection { title: l.t("admin.sharing_rules"), id: "sharing-rules", rows: sharing(&policy, l) },
@@ -752,4 +778,31 @@ fn field_rows(policy: &crm_policy::PolicyConfig, l: Lang) -> Vec<FieldRow> {
             })
         })
         .collect()
+}
+
+/// Saves the organization-wide defaults through `Scoped::admin_set_policy` (needs `sharing: edit` and modify-all).
+pub async fn save_defaults(
+    State(state): State<AppState>,
+    ViewerForm { viewer: v, form }: ViewerForm<BTreeMap<String, String>>,
+) -> Response {
+    let scoped = state.store.scoped(v.principal().clone());
+    let (mut policy, _) = match scoped.admin_policy().await {
+        Ok(x) => x,
+        Err(e) => return PageError::from_store(e, v.lang).into_response(),
+    };
+    for m in Module::RECORDS {
+        let Some(code) = form.get(&format!("default.{m}")) else { continue };
+        let Some((d, _)) = DEFAULTS.iter().find(|(_, c)| c == code) else {
+            return PageError::new(StatusCode::BAD_REQUEST, "error.bad_request", v.lang).into_response();
+        };
+        if *d == crm_policy::OrgDefault::Private {
+            policy.defaults.remove(&m);
+        } else {
+            policy.defaults.insert(m, *d);
+        }
+    }
+    match scoped.admin_set_policy(&policy, false).await {
+        Ok(_) => Redirect::to("/app/admin/policy?done=1").into_response(),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
 }

@@ -540,6 +540,21 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ),
     ("admin.reveal_rights", "可查看明文的模块", "Modules whose masked fields holders may reveal"),
     ("admin.require_mfa", "此角色必须启用多因素认证", "Holders of this role must use a second factor"),
+    (
+        "why.help",
+        "您能看到这条记录,是因为下列规则(任何一条授予即可;限制规则会收窄):",
+        "You can see this record because of the rules below (any one grant suffices; restriction rules narrow):",
+    ),
+    (
+        "admin.users_help",
+        "停用或锁定会立即结束该用户的所有会话;解锁清除登录失败造成的临时锁定。您只能管理自己管理范围内的用户。",
+        "Deactivating or locking ends the user's sessions at once; unlock clears a lockout after failed sign-ins. You manage only users within your scope.",
+    ),
+    (
+        "admin.departments_help",
+        "部门架构决定“本部门”和“本部门及下属部门”数据范围;移动部门会在下一次请求时改变相关用户的访问。",
+        "The department tree decides the department and department-tree scopes; a change holds at the affected users' next request.",
+    ),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

@@ -60,6 +60,8 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/users/new", post(admin::create_user))
         .route("/app/admin/departments", get(admin::departments).post(admin::create_department))
         .route("/app/admin/policy", get(admin::policy_overview))
+        .route("/app/admin/policy/defaults", post(admin::save_defaults))
+        .route("/app/r/{module}/{id}/why", get(records::why))
         .route("/app/admin/security", get(security::show).post(security::save))
         .route("/app/r/{module}/import", get(csv_import::form).post(csv_import::submit))
         .layer(middleware::from_fn(security_headers));

@@ -633,3 +633,39 @@ pub async fn save(
         Err(e) => PageError::from_store(e, v.lang).into_response(),
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Why can I see this?
+
+#[derive(Template)]
+#[template(path = "why.html")]
+struct WhyPage {
+    chrome: Chrome,
+    module: Module,
+    id: RecordId,
+    granted: Vec<String>,
+    denied: Vec<String>,
+}
+
+/// The viewer's own explanation of their access to a record (`Scoped::explain_own`, audited like the API's).
+pub async fn why(
+    State(state): State<AppState>,
+    v: Viewer,
+    Path((module, id)): Path<(String, String)>,
+    PagePath(path): PagePath,
+) -> Response {
+    let (module, id) = match record_module(&module, v.lang).and_then(|m| Ok((m, record_id(&id, v.lang)?))) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    match state.store.scoped(v.principal().clone()).explain_own(module, Action::View, id).await {
+        Ok(e) => render(&WhyPage {
+            chrome: v.chrome("record.why", &path),
+            module,
+            id,
+            granted: e.granted_by.iter().map(|r| crate::admin::reason_text(r, v.lang)).collect(),
+            denied: e.denied_by.iter().map(|r| crate::admin::reason_text(r, v.lang)).collect(),
+        }),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
+}

@@ -421,3 +421,43 @@ async fn sign_in_policies_are_shown_and_validated_before_they_change() {
         assert!(admin.get("/app/admin/security").await.html.contains("value=\"Asia/Shanghai\""), "[{engine}]");
     }
 }
+
+#[tokio::test]
+async fn a_default_changed_in_the_console_holds_at_the_next_page_and_is_explained() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let all = app.sql_i64("SELECT COUNT(*) FROM customers").await;
+        let mut rep = Browser::new(&app, "zh-CN");
+        rep.sign_in("rep.north1").await;
+        let own = rep.get("/app/r/customers").await;
+        assert!(!own.html.contains(&format!("data-count=\"{all}\"")), "[{engine}] a representative starts with own");
+        let first = app
+            .sql_i64(
+                "SELECT MIN(c.id) FROM customers c JOIN users u ON u.id = c.owner_id WHERE u.username = 'rep.north1'",
+            )
+            .await;
+        let why = rep.get(&format!("/app/r/customers/{first}/why")).await;
+        assert!(why.html.contains("角色数据范围") && why.html.contains("本人"), "[{engine}] {}", why.html);
+
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let page = admin.get("/app/admin/policy").await;
+        assert!(page.html.contains("id=\"defaults-form\""), "[{engine}]");
+        let saved = admin
+            .post(
+                "/app/admin/policy/defaults",
+                &[("csrf_token", &page.hidden("csrf_token")), ("default.customers", "public_read")],
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::SEE_OTHER, "[{engine}] {}", saved.html);
+        let public = rep.get("/app/r/customers").await;
+        assert!(public.html.contains(&format!("data-count=\"{all}\"")), "[{engine}] public read-only: every customer");
+        let other = app
+            .sql_i64(
+                "SELECT MIN(c.id) FROM customers c JOIN users u ON u.id = c.owner_id WHERE u.username = 'rep.south1'",
+            )
+            .await;
+        let why = rep.get(&format!("/app/r/customers/{other}/why")).await;
+        assert!(why.html.contains("数据共享默认设置"), "[{engine}] the default is named: {}", why.html);
+    }
+}
