@@ -555,6 +555,19 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
         "部门架构决定“本部门”和“本部门及下属部门”数据范围;移动部门会在下一次请求时改变相关用户的访问。",
         "The department tree decides the department and department-tree scopes; a change holds at the affected users' next request.",
     ),
+    ("rules.title", "共享规则与限制规则", "Sharing and restriction rules"),
+    (
+        "rules.help",
+        "共享规则把符合条件的记录开放给角色或用户组;限制规则是唯一能收窄访问的规则,符合条件之外的记录对适用的用户不可见。修改在下一次请求时生效。",
+        "A sharing rule opens records meeting its conditions to a role or group; a restriction rule is the only rule that narrows: holders see only records meeting its conditions. Changes hold at the next request.",
+    ),
+    ("rules.new", "新建规则", "New rule"),
+    ("rules.kind", "规则类型", "Kind of rule"),
+    ("rules.criteria", "条件(全部满足)", "Conditions (all must hold)"),
+    ("rules.op", "比较", "Comparison"),
+    ("rules.grantee", "共享给 / 适用于", "Shared with / applies to"),
+    ("rules.exempt", "限制规则不适用于管理员", "Restriction does not apply to administrators"),
+    ("rules.delete", "删除", "Delete"),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

@@ -15,6 +15,7 @@ mod error;
 mod guide;
 pub mod i18n;
 mod records;
+mod rules;
 mod security;
 mod signin;
 mod view;
@@ -61,6 +62,8 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/departments", get(admin::departments).post(admin::create_department))
         .route("/app/admin/policy", get(admin::policy_overview))
         .route("/app/admin/policy/defaults", post(admin::save_defaults))
+        .route("/app/admin/rules", get(rules::page).post(rules::create))
+        .route("/app/admin/rules/{kind}/{id}/delete", post(rules::delete))
         .route("/app/r/{module}/{id}/why", get(records::why))
         .route("/app/admin/security", get(security::show).post(security::save))
         .route("/app/r/{module}/import", get(csv_import::form).post(csv_import::submit))

@@ -461,3 +461,89 @@ async fn a_default_changed_in_the_console_holds_at_the_next_page_and_is_explaine
         assert!(why.html.contains("数据共享默认设置"), "[{engine}] the default is named: {}", why.html);
     }
 }
+
+#[tokio::test]
+async fn a_sharing_rule_built_in_the_editor_opens_records_until_it_is_removed() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let count = |html: &str| -> i64 {
+            let start = html.find("data-count=\"").expect("a count") + "data-count=\"".len();
+            html[start..].split('"').next().and_then(|n| n.parse().ok()).expect("a number")
+        };
+        let mut rep = Browser::new(&app, "zh-CN");
+        rep.sign_in("rep.north1").await;
+        let own = count(&rep.get("/app/r/customers").await.html);
+
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let page = admin.get("/app/admin/rules").await;
+        assert!(page.html.contains("客服不查看政府客户"), "[{engine}] the existing restriction rule is listed");
+        let csrf = page.hidden("csrf_token");
+        let rep_role = format!("role:{}", crm::templates::ROLE_REP);
+        let created = admin
+            .post(
+                "/app/admin/rules",
+                &[
+                    ("csrf_token", &csrf),
+                    ("kind", "sharing"),
+                    ("name", "华南大客户共享给销售代表"),
+                    ("module", "customers"),
+                    ("field0", "region"),
+                    ("op0", "eq"),
+                    ("value0", "华南"),
+                    ("field1", "customer_type"),
+                    ("op1", "in"),
+                    ("value1", "enterprise,government"),
+                    ("field2", ""),
+                    ("op2", "eq"),
+                    ("value2", ""),
+                    ("grantee", &rep_role),
+                    ("level", "read"),
+                ],
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "[{engine}] {}", created.html);
+        let south_big = app
+            .sql_i64(
+                "SELECT COUNT(*) FROM customers WHERE region = '华南' AND customer_type IN ('enterprise', 'government')",
+            )
+            .await;
+        let widened = count(&rep.get("/app/r/customers").await.html);
+        assert_eq!(widened, own + south_big, "[{engine}] the rule holds at the representative's next page");
+
+        // A rule naming a field the module does not have is refused with the store's reason.
+        let refused = admin
+            .post(
+                "/app/admin/rules",
+                &[
+                    ("csrf_token", &csrf),
+                    ("kind", "restriction"),
+                    ("name", "bad"),
+                    ("module", "customers"),
+                    ("field0", "stage"),
+                    ("op0", "eq"),
+                    ("value0", "won"),
+                    ("grantee", &rep_role),
+                    ("level", "read"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "[{engine}] {}", refused.html);
+
+        let id = {
+            let listed = admin.get("/app/admin/rules").await;
+            assert!(listed.html.contains("华南大客户共享给销售代表"), "[{engine}]");
+            let marker = "/app/admin/rules/sharing/";
+            let mut ids: Vec<i64> = listed
+                .html
+                .match_indices(marker)
+                .filter_map(|(i, _)| listed.html[i + marker.len()..].split('/').next()?.parse().ok())
+                .collect();
+            ids.sort();
+            *ids.last().expect("the new rule's delete form")
+        };
+        let removed = admin.post(&format!("/app/admin/rules/sharing/{id}/delete"), &[("csrf_token", &csrf)]).await;
+        assert_eq!(removed.status, StatusCode::SEE_OTHER, "[{engine}] {}", removed.html);
+        assert_eq!(count(&rep.get("/app/r/customers").await.html), own, "[{engine}] removed: back to own");
+    }
+}
