@@ -568,6 +568,18 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("rules.grantee", "共享给 / 适用于", "Shared with / applies to"),
     ("rules.exempt", "限制规则不适用于管理员", "Restriction does not apply to administrators"),
     ("rules.delete", "删除", "Delete"),
+    (
+        "admin.one_time_password",
+        "一次性密码(只显示这一次,用户首次登录须修改):",
+        "One-time password (shown once; the user changes it at first sign-in):",
+    ),
+    ("admin.reset_password", "重置密码", "Reset password"),
+    ("admin.reset_mfa", "重置多因素认证", "Reset second factor"),
+    (
+        "admin.mfa_reset_done",
+        "已重置多因素认证,该用户的会话已结束。",
+        "Second factor reset; the user's sessions ended.",
+    ),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

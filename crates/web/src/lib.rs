@@ -18,6 +18,7 @@ mod records;
 mod rules;
 mod security;
 mod signin;
+mod user_admin;
 mod view;
 mod viewer;
 
@@ -48,6 +49,9 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin", get(admin::index))
         .route("/app/admin/users", get(admin::users))
         .route("/app/admin/users/{id}/status", post(admin::set_user_status))
+        .route("/app/admin/users/{id}", get(user_admin::show).post(user_admin::save))
+        .route("/app/admin/users/{id}/reset-password", post(user_admin::reset_password))
+        .route("/app/admin/users/{id}/reset-mfa", post(user_admin::reset_mfa))
         .route("/app/admin/roles/{id}", get(admin::role).post(admin::save_role))
         .route("/app/admin/explain", get(admin::explain))
         .route("/app/audit", get(audit::page))

@@ -547,3 +547,41 @@ async fn a_sharing_rule_built_in_the_editor_opens_records_until_it_is_removed() 
         assert_eq!(count(&rep.get("/app/r/customers").await.html), own, "[{engine}] removed: back to own");
     }
 }
+
+#[tokio::test]
+async fn an_administrator_assigns_roles_and_resets_a_password_from_the_user_page() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let count = |html: &str| -> i64 {
+            let start = html.find("data-count=\"").expect("a count") + "data-count=\"".len();
+            html[start..].split('"').next().and_then(|n| n.parse().ok()).expect("a number")
+        };
+        let mut rep = Browser::new(&app, "en");
+        rep.sign_in("rep.north2").await;
+        let own = count(&rep.get("/app/r/customers").await.html);
+        let id = app.sql_i64("SELECT id FROM users WHERE username = 'rep.north2'").await;
+        let north = app.sql_i64("SELECT id FROM departments WHERE name = '华北区 North'").await.to_string();
+
+        let mut admin = Browser::new(&app, "en");
+        admin.sign_in("admin").await;
+        let page = admin.get(&format!("/app/admin/users/{id}")).await;
+        assert_eq!(page.status, StatusCode::OK, "[{engine}] {}", page.html);
+        let csrf = page.hidden("csrf_token");
+        let rep_role = format!("role.{}", crm::templates::ROLE_REP);
+        let manager_role = format!("role.{}", crm::templates::ROLE_MANAGER);
+        let saved = admin
+            .post(
+                &format!("/app/admin/users/{id}"),
+                &[("csrf_token", &csrf), (&rep_role, "1"), (&manager_role, "1"), ("department", &north)],
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::SEE_OTHER, "[{engine}] {}", saved.html);
+        let team = count(&rep.get("/app/r/customers").await.html);
+        assert!(team > own, "[{engine}] the manager role widens at the next page: {team} > {own}");
+
+        let reset = admin.post(&format!("/app/admin/users/{id}/reset-password"), &[("csrf_token", &csrf)]).await;
+        assert!(reset.html.contains("id=\"one-time-password\""), "[{engine}] {}", reset.html);
+        let gone = rep.get("/app").await;
+        assert_eq!(gone.status, StatusCode::SEE_OTHER, "[{engine}] a reset ends the user's sessions");
+    }
+}
