@@ -85,20 +85,29 @@ pub async fn page(
     } else {
         None
     };
+    // Actors by username when the viewer may list users (ids otherwise: the audit view does not widen user access).
+    let names: std::collections::BTreeMap<i64, String> = if v.can(Module::Users, Action::View) {
+        match state.store.scoped(v.principal().clone()).admin_users().await {
+            Ok(users) => users.into_iter().map(|u| (u.id, u.username)).collect(),
+            Err(_) => Default::default(),
+        }
+    } else {
+        Default::default()
+    };
     let events = page
         .items
         .iter()
         .map(|e| EventRow {
             seq: e.seq,
             time: v.lang.datetime(e.at),
-            actor: e.actor_id.map(|a| format!("#{a}")).unwrap_or_default(),
+            actor: e.actor_id.map(|a| names.get(&a).cloned().unwrap_or_else(|| format!("#{a}"))).unwrap_or_default(),
             action: e.action.clone(),
             target: match (&e.module, e.record_id) {
                 (Some(m), Some(id)) => format!("{} #{id}", v.lang.label("module", m)),
                 (Some(m), None) => v.lang.label("module", m),
                 _ => e.target.clone().unwrap_or_default(),
             },
-            outcome: e.outcome.clone(),
+            outcome: v.lang.label("result", &e.outcome),
             detail: if e.detail.is_null() { String::new() } else { e.detail.to_string().chars().take(300).collect() },
         })
         .collect();

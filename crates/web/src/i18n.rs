@@ -580,6 +580,14 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
         "已重置多因素认证,该用户的会话已结束。",
         "Second factor reset; the user's sessions ended.",
     ),
+    (
+        "groups.help",
+        "用户组是共享规则、数据分区授权和手动共享的对象。仍被规则引用的用户组不能删除。",
+        "Groups are what sharing rules, partition grants and manual shares target. A group a rule still names cannot be removed.",
+    ),
+    ("groups.members", "成员", "Members"),
+    ("groups.members_help", "成员用户名(用逗号或空格分隔)", "Member usernames (separated by commas or spaces)"),
+    ("groups.new", "新建用户组", "New group"),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

@@ -12,6 +12,7 @@ mod assets;
 mod audit;
 mod csv_import;
 mod error;
+mod groups;
 mod guide;
 pub mod i18n;
 mod records;
@@ -67,6 +68,8 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/policy", get(admin::policy_overview))
         .route("/app/admin/policy/defaults", post(admin::save_defaults))
         .route("/app/admin/rules", get(rules::page).post(rules::create))
+        .route("/app/admin/groups", get(groups::page).post(groups::create))
+        .route("/app/admin/groups/{id}/delete", post(groups::delete))
         .route("/app/admin/rules/{kind}/{id}/delete", post(rules::delete))
         .route("/app/r/{module}/{id}/why", get(records::why))
         .route("/app/admin/security", get(security::show).post(security::save))

@@ -585,3 +585,33 @@ async fn an_administrator_assigns_roles_and_resets_a_password_from_the_user_page
         assert_eq!(gone.status, StatusCode::SEE_OTHER, "[{engine}] a reset ends the user's sessions");
     }
 }
+
+#[tokio::test]
+async fn groups_are_created_with_usernames_and_kept_while_a_rule_names_them() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let mut admin = Browser::new(&app, "en");
+        admin.sign_in("admin").await;
+        let page = admin.get("/app/admin/groups").await;
+        assert!(page.html.contains("大客户小组") && page.html.contains("manager.east"), "[{engine}] {}", page.html);
+        let csrf = page.hidden("csrf_token");
+        let unknown = admin
+            .post("/app/admin/groups", &[("csrf_token", &csrf), ("name", "x"), ("members", "rep.north1, nobody")])
+            .await;
+        assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}]");
+        assert!(unknown.html.contains("nobody"), "[{engine}] names the unknown user");
+        let made = admin
+            .post(
+                "/app/admin/groups",
+                &[("csrf_token", &csrf), ("name", "华北小组"), ("members", "rep.north1 rep.north2")],
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::SEE_OTHER, "[{engine}] {}", made.html);
+        let listed = admin.get("/app/admin/groups").await;
+        assert!(listed.html.contains("华北小组") && listed.html.contains("rep.north1, rep.north2"), "[{engine}]");
+        let in_use = crm::templates::GROUP_KEY_ACCOUNTS;
+        let refused = admin.post(&format!("/app/admin/groups/{in_use}/delete"), &[("csrf_token", &csrf)]).await;
+        assert!(refused.status.is_client_error(), "[{engine}] a group a rule names stays: {}", refused.status);
+        assert!(admin.get("/app/admin/groups").await.html.contains("大客户小组"), "[{engine}]");
+    }
+}
