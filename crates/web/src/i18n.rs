@@ -588,6 +588,15 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("groups.members", "成员", "Members"),
     ("groups.members_help", "成员用户名(用逗号或空格分隔)", "Member usernames (separated by commas or spaces)"),
     ("groups.new", "新建用户组", "New group"),
+    (
+        "partitions.help",
+        "数据分区授权按区域、客户类型或业务线为用户、角色或用户组增加访问(只读或读写),与其他授权来源取并集。",
+        "Partition grants add read or read/write access by region, customer type or business line for a user, role or group; they add to every other source of access.",
+    ),
+    ("partitions.new", "新建分区授权", "New partition grant"),
+    ("partitions.dimension", "分区维度", "Dimension"),
+    ("partitions.values", "分区", "Partitions"),
+    ("partitions.values_help", "取值(用逗号分隔,例如 华东, 华南)", "Values (comma-separated, e.g. 华东, 华南)"),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

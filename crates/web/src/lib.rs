@@ -15,6 +15,7 @@ mod error;
 mod groups;
 mod guide;
 pub mod i18n;
+mod partitions;
 mod records;
 mod rules;
 mod security;
@@ -69,6 +70,8 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/policy/defaults", post(admin::save_defaults))
         .route("/app/admin/rules", get(rules::page).post(rules::create))
         .route("/app/admin/groups", get(groups::page).post(groups::create))
+        .route("/app/admin/partitions", get(partitions::page).post(partitions::create))
+        .route("/app/admin/partitions/{id}/delete", post(partitions::delete))
         .route("/app/admin/groups/{id}/delete", post(groups::delete))
         .route("/app/admin/rules/{kind}/{id}/delete", post(rules::delete))
         .route("/app/r/{module}/{id}/why", get(records::why))

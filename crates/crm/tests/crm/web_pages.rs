@@ -615,3 +615,52 @@ async fn groups_are_created_with_usernames_and_kept_while_a_rule_names_them() {
         assert!(admin.get("/app/admin/groups").await.html.contains("大客户小组"), "[{engine}]");
     }
 }
+
+#[tokio::test]
+async fn a_partition_grant_added_in_the_console_adds_a_region_until_removed() {
+    for engine in engines() {
+        let (app, _) = demo_app(engine).await;
+        let count = |html: &str| -> i64 {
+            let start = html.find("data-count=\"").expect("a count") + "data-count=\"".len();
+            html[start..].split('"').next().and_then(|n| n.parse().ok()).expect("a number")
+        };
+        let mut rep = Browser::new(&app, "zh-CN");
+        rep.sign_in("rep.north1").await;
+        let own = count(&rep.get("/app/r/customers").await.html);
+        let rep_id = app.sql_i64("SELECT id FROM users WHERE username = 'rep.north1'").await;
+
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let page = admin.get("/app/admin/partitions").await;
+        assert!(page.html.contains("analyst.east") && page.html.contains("华东"), "[{engine}] the demo's grant");
+        let csrf = page.hidden("csrf_token");
+        let made = admin
+            .post(
+                "/app/admin/partitions",
+                &[
+                    ("csrf_token", &csrf),
+                    ("grantee", &format!("user:{rep_id}")),
+                    ("module.customers", "1"),
+                    ("dimension", "region"),
+                    ("values", "华南"),
+                    ("level", "read"),
+                ],
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::SEE_OTHER, "[{engine}] {}", made.html);
+        let south = app.sql_i64("SELECT COUNT(*) FROM customers WHERE region = '华南'").await;
+        assert_eq!(count(&rep.get("/app/r/customers").await.html), own + south, "[{engine}] 华南 added");
+
+        let listed = admin.get("/app/admin/partitions").await;
+        let marker = "/app/admin/partitions/";
+        let id = listed
+            .html
+            .match_indices(marker)
+            .filter_map(|(i, _)| listed.html[i + marker.len()..].split('/').next()?.parse::<i64>().ok())
+            .max()
+            .expect("the new grant's delete form");
+        let removed = admin.post(&format!("/app/admin/partitions/{id}/delete"), &[("csrf_token", &csrf)]).await;
+        assert_eq!(removed.status, StatusCode::SEE_OTHER, "[{engine}]");
+        assert_eq!(count(&rep.get("/app/r/customers").await.html), own, "[{engine}] removed: back to own");
+    }
+}
