@@ -77,8 +77,14 @@ pub fn routes() -> Router<AppState> {
         .route("/app/r/{module}/{id}/why", get(records::why))
         .route("/app/admin/security", get(security::show).post(security::save))
         .route("/app/r/{module}/import", get(csv_import::form).post(csv_import::submit))
+        // Any other page under /app: the UI's own not-found page, not the API's JSON problem.
+        .route("/app/{*rest}", get(not_found))
         .layer(middleware::from_fn(security_headers));
     Router::new().route("/", get(|| async { Redirect::to("/app") })).merge(app)
+}
+
+async fn not_found(headers: axum::http::HeaderMap) -> error::PageError {
+    error::PageError::new(axum::http::StatusCode::NOT_FOUND, "error.not_found", i18n::Lang::from_headers(&headers))
 }
 
 /// The content security policy of every UI page: scripts and styles only from our own files (no inline code, so

@@ -173,6 +173,9 @@ async fn a_record_one_may_not_see_is_the_not_found_page_and_values_are_escaped()
         assert_eq!(not_allowed.status, StatusCode::NOT_FOUND);
         assert_eq!(not_allowed.html, missing.html, "[{engine}] another's record looks exactly like a missing one");
         assert!(missing.html.contains("No such record"), "[{engine}] in English");
+        let unknown = b.get("/app/no/such/page").await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert!(unknown.html.contains("No such record"), "[{engine}] unknown pages are UI pages too");
 
         // A customer name with markup is shown as text.
         let admin = token(&app, "admin").await;
