@@ -635,6 +635,34 @@ mod tests {
         assert_eq!(Lang::En.datetime(1_795_961_100_000), "Nov 29, 2026 14:05 UTC");
     }
 
+    /// Every literal id passed to `t(...)` in the templates and the code is in the catalog, so no page shows `?`.
+    #[test]
+    fn every_id_the_pages_use_is_in_the_catalog() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for dir in ["templates", "src"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("folder") {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).expect("text");
+                for (i, _) in text.match_indices("t(\"") {
+                    let id: String = text[i + 3..].chars().take_while(|c| *c != '"').collect();
+                    let looks_like_id =
+                        id.contains('.') && id.chars().all(|c| c.is_ascii_lowercase() || "._".contains(c));
+                    if !looks_like_id {
+                        continue;
+                    }
+                    checked += 1;
+                    if !CATALOG.iter().any(|(k, _, _)| *k == id) {
+                        missing.push(format!("{}: {id}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "the scan found the pages' ids ({checked})");
+        assert!(missing.is_empty(), "ids without a translation: {missing:?}");
+    }
+
     #[test]
     fn every_message_id_is_unique_and_translated() {
         let mut seen = std::collections::BTreeSet::new();
