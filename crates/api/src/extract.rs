@@ -70,6 +70,11 @@ pub struct StepUp(pub Principal);
 /// CSRF header. `T` must accept (or ignore) a `csrf_token` field.
 pub struct AuthedForm<T>(pub Principal, pub T);
 
+/// A URL-encoded form post from a browser by any live session, including one restricted to fixing its account
+/// (the web UI's own pages decide what such a session may do): the authentication and the form, whose
+/// `csrf_token` field stands in for the CSRF header.
+pub struct SessionForm<T>(pub Authenticated, pub T);
+
 /// The request's authentication, resolved once and kept in the request's extensions.
 #[derive(Clone)]
 struct Resolved(Arc<Authenticated>);
@@ -179,6 +184,14 @@ pub fn step_up_required() -> ApiError {
 impl<T: serde::de::DeserializeOwned + Send> FromRequest<AppState> for AuthedForm<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let SessionForm(a, form) = SessionForm::<T>::from_request(req, state).await?;
+        Ok(AuthedForm(usable(&a)?, form))
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequest<AppState> for SessionForm<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, crate::MAX_JSON_BYTES).await.map_err(|_| {
             ApiError::new(
@@ -191,11 +204,10 @@ impl<T: serde::de::DeserializeOwned + Send> FromRequest<AppState> for AuthedForm
         let csrf =
             form_urlencoded::parse(&bytes).find(|(k, _)| k == session_cookie::CSRF_FIELD).map(|(_, v)| v.into_owned());
         let a = resolve(&mut parts, state, csrf.as_deref()).await?;
-        let p = usable(&a)?;
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         let axum::Form(form) = axum::Form::<T>::from_request(req, state).await.map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "Invalid body", e.body_text())
         })?;
-        Ok(AuthedForm(p, form))
+        Ok(SessionForm((*a).clone(), form))
     }
 }

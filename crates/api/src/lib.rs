@@ -150,6 +150,17 @@ pub fn router(state: AppState) -> Router {
 
 /// The whole application router with the HTTP edge's network settings (trusted proxies, secure cookies).
 pub fn router_with(state: AppState, net: client::NetConfig) -> Router {
+    build(state, net, None)
+}
+
+/// The application router with a user interface: `ui`'s routes (the web crate's pages, which own `/`) are merged
+/// before the shared layers, so they get the same request ids, audit context, metrics and network settings as
+/// the API. (The API crate cannot depend on the UI crate; the binary passes it in.)
+pub fn router_with_ui(state: AppState, net: client::NetConfig, ui: Router<AppState>) -> Router {
+    build(state, net, Some(ui))
+}
+
+fn build(state: AppState, net: client::NetConfig, ui: Option<Router<AppState>>) -> Router {
     use routes::{account, admin, ops, records, security, session};
     let api = Router::new()
         .route("/api/v1/session/mfa", post(session::complete_mfa))
@@ -202,15 +213,18 @@ pub fn router_with(state: AppState, net: client::NetConfig) -> Router {
         .route("/api/v1/{module}/export.csv", get(routes::csv::export_csv))
         .route("/api/v1/{module}/import", post(routes::csv::import_csv))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .merge(csv_api)
         .merge(openapi::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/", get(home))
-        .fallback(not_found)
+        .route("/metrics", get(ops::metrics));
+    let app = match ui {
+        Some(ui) => app.merge(ui),
+        None => app.route("/", get(home)),
+    };
+    app.fallback(not_found)
         // The body limit sits inside the problem middleware so its 413 becomes a problem document too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_plain_errors))

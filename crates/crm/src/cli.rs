@@ -368,7 +368,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     let state = crm_api::AppState { store: store.clone(), metrics: crm_api::metrics_handle() };
-    let app = crm_api::router_with(state, net);
+    let app = crm_api::router_with_ui(state, net, crm_web::routes());
     if with_demo {
         print_demo_sign_ins(Some(&format!("http://{local}")));
     }

@@ -12,6 +12,9 @@
 //!   (answers and timing), brute force and limits, fixation, revocation, CSRF, TOTP and recovery codes, IP and
 //!   hours policies, API tokens, sign-in history.
 //! - `binary`: the real `crm` binary: serve the demo, sign in, OpenAPI, metrics, graceful SIGTERM, audit verify.
+//! - `browser`: the web UI in headless chromium against the real binary (personas, language switch, reveal and
+//!   its audit entry, an administrator changing a representative's scope, MFA enrolment and sign-in).
+//! - `web_pages`: the web UI's pages in process: security headers, CSRF, escaping, no hidden field in the HTML.
 
 // Table-driven tests spell out their row types inline on purpose.
 #![allow(clippy::type_complexity)]
@@ -28,7 +31,11 @@ mod audit;
 mod auth;
 #[path = "crm/binary.rs"]
 mod binary;
+#[path = "crm/browser.rs"]
+mod browser;
 #[path = "crm/leak_matrix.rs"]
 mod leak_matrix;
 #[path = "crm/scenarios.rs"]
 mod scenarios;
+#[path = "crm/web_pages.rs"]
+mod web_pages;
