@@ -17,6 +17,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long the test waits for a page or an element before it fails.
+const PATIENCE: Duration = Duration::from_secs(90);
 use thirtyfour::prelude::*;
 use thirtyfour::{ChromiumLikeCapabilities, DesiredCapabilities};
 
@@ -161,14 +164,15 @@ impl Ui {
 /// The first element matching `by`, waiting for it to appear (a click that submits a form returns before the
 /// next page has loaded).
 async fn el(d: &WebDriver, by: By, what: &str) -> WebElement {
-    d.query(by).first().await.unwrap_or_else(|e| panic!("{what}: {e}"))
+    // Generous: the whole test binary runs beside this test on two cores, and a page can take seconds to come.
+    d.query(by).wait(PATIENCE, Duration::from_millis(100)).first().await.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Waits until the page's language is `lang` (after the language switch).
 async fn wait_for_lang(d: &WebDriver, lang: &str) {
     let started = Instant::now();
     while html_lang(d).await != lang {
-        assert!(started.elapsed() < Duration::from_secs(20), "the page never turned {lang}");
+        assert!(started.elapsed() < PATIENCE, "the page never turned {lang}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -185,7 +189,7 @@ async fn sign_in(ui: &Ui, d: &WebDriver, username: &str) {
     // Signed in once the next page is there: home, or the second step.
     let started = Instant::now();
     while d.find(By::Css("#my-records, #mfa-form")).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "{username} did not get past the sign-in page");
+        assert!(started.elapsed() < PATIENCE, "{username} did not get past the sign-in page");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
