@@ -310,10 +310,8 @@ impl Store {
     async fn count_window(
         &self,
         org: OrgId,
-        column: &'static str,
-        value: crate::db::Arg,
-        action: &'static str,
-        outcome: Option<&'static str>,
+        (column, value): (&'static str, crate::db::Arg),
+        (action, outcome): (&'static str, Option<&'static str>),
         e: &StoredEntry,
         window_ms: i64,
     ) -> Result<i64, StoreError> {
@@ -366,7 +364,7 @@ impl Store {
         let found = match check {
             Check::FailedAccount(u) => {
                 let n = self
-                    .count_window(org, "subject_id", (*u).into(), "session.sign_in", Some("failure"), e, window_ms)
+                    .count_window(org, ("subject_id", (*u).into()), ("session.sign_in", Some("failure")), e, window_ms)
                     .await?;
                 (n >= threshold).then(|| {
                     let d = with(json!({"failures": n, "last_ip": e.ip}));
@@ -375,7 +373,7 @@ impl Store {
             }
             Check::FailedIp(ip) => {
                 let n = self
-                    .count_window(org, "ip", ip.clone().into(), "session.sign_in", Some("failure"), e, window_ms)
+                    .count_window(org, ("ip", ip.clone().into()), ("session.sign_in", Some("failure")), e, window_ms)
                     .await?;
                 (n >= threshold).then(|| {
                     windowed(rule_name, None, format!("ip:{ip}"), e, window_ms, with(json!({"failures": n, "ip": ip})))
@@ -431,7 +429,8 @@ impl Store {
             Check::BulkRead(u) => {
                 let minute = e.at / 60_000;
                 let mut q = self.db.sql();
-                q.push("SELECT COALESCE(SUM(reads), 0) AS n FROM activity_rollup WHERE org_id = ").bind(org);
+                q.push("SELECT CAST(COALESCE(SUM(reads), 0) AS BIGINT) AS n FROM activity_rollup WHERE org_id = ")
+                    .bind(org);
                 q.push(" AND user_id = ").bind(*u).push(" AND minute > ").bind(minute - rule.window_minutes as i64);
                 q.push(" AND minute <= ").bind(minute);
                 let n: i64 = q.fetch_one(&self.db.pool).await?.try_get("n")?;
@@ -460,7 +459,7 @@ impl Store {
                     Check::MassDelete(_) => ("record.delete", "deletes"),
                     _ => ("record.reveal", "reveals"),
                 };
-                let n = self.count_window(org, "actor_id", (*u).into(), action, None, e, window_ms).await?;
+                let n = self.count_window(org, ("actor_id", (*u).into()), (action, None), e, window_ms).await?;
                 (n >= threshold)
                     .then(|| windowed(rule_name, Some(*u), format!("user:{u}"), e, window_ms, with(json!({what: n}))))
             }
@@ -538,7 +537,7 @@ impl Store {
         let b = &config.baseline;
         let hour = e.at / 3_600_000;
         let mut q = self.db.sql();
-        q.push("SELECT COALESCE(SUM(reads), 0) AS n FROM activity_rollup WHERE org_id = ").bind(org);
+        q.push("SELECT CAST(COALESCE(SUM(reads), 0) AS BIGINT) AS n FROM activity_rollup WHERE org_id = ").bind(org);
         q.push(" AND user_id = ")
             .bind(user)
             .push(" AND minute >= ")

@@ -196,7 +196,7 @@ impl MonitorConfig {
         for name in self.rules.keys() {
             if !RULE_NAMES.contains(&name.as_str()) {
                 errors.push(ValueError::new(
-                    &format!("rules.{name}"),
+                    format!("rules.{name}"),
                     format!("unknown rule; known: {}", RULE_NAMES.join(", ")),
                 ));
             }
@@ -207,34 +207,34 @@ impl MonitorConfig {
         for (name, r) in &self.rules {
             let f = |field: &str| format!("rules.{name}.{field}");
             if r.threshold == 0 || r.threshold > 10_000_000 {
-                errors.push(ValueError::new(&f("threshold"), "must be between 1 and 10000000"));
+                errors.push(ValueError::new(f("threshold"), "must be between 1 and 10000000"));
             }
             let windowed = !matches!(name.as_str(), "new_network" | "off_hours" | "large_export" | "privilege_change");
             if windowed && !(1..=10_080).contains(&r.window_minutes) {
-                errors.push(ValueError::new(&f("window_minutes"), "must be between 1 and 10080 (a week)"));
+                errors.push(ValueError::new(f("window_minutes"), "must be between 1 and 10080 (a week)"));
             }
             if r.window_minutes > 10_080 {
-                errors.push(ValueError::new(&f("window_minutes"), "must be at most 10080 (a week)"));
+                errors.push(ValueError::new(f("window_minutes"), "must be at most 10080 (a week)"));
             }
             for role in &r.roles {
                 if !known_roles.contains(role) {
-                    errors.push(ValueError::new(&f("roles"), format!("no role with id {role}")));
+                    errors.push(ValueError::new(f("roles"), format!("no role with id {role}")));
                 }
             }
             if r.block_above.is_some() && !matches!(name.as_str(), "large_export" | "mass_delete") {
-                errors.push(ValueError::new(&f("block_above"), "only large_export and mass_delete block inline"));
+                errors.push(ValueError::new(f("block_above"), "only large_export and mass_delete block inline"));
             }
             if r.block_above == Some(0) {
-                errors.push(ValueError::new(&f("block_above"), "must be at least 1 (or null to never block)"));
+                errors.push(ValueError::new(f("block_above"), "must be at least 1 (or null to never block)"));
             }
             if r.responses.contains(&ResponseKind::Notify) && self.webhook.is_none() {
-                errors.push(ValueError::new(&f("responses"), "notify needs a webhook"));
+                errors.push(ValueError::new(f("responses"), "notify needs a webhook"));
             }
         }
         for (i, w) in self.working_hours.iter().enumerate() {
             for (field, v) in [("start", &w.start), ("end", &w.end)] {
                 if let Err(m) = crate::auth::settings::parse_clock(v) {
-                    errors.push(ValueError::new(&format!("working_hours[{i}].{field}"), m));
+                    errors.push(ValueError::new(format!("working_hours[{i}].{field}"), m));
                 }
             }
         }
