@@ -319,7 +319,7 @@ impl Scoped<'_> {
 
     /// The inline export rule: an export of more than `block_above` rows needs a fresh step-up. Runs before the
     /// export writes anything; fails closed (an error loading the rules refuses the export).
-    pub(crate) async fn guard_export(&self, rows: usize) -> Result<(), StoreError> {
+    pub async fn guard_export(&self, rows: usize) -> Result<(), StoreError> {
         let config = self.store.monitor_config(self.principal.org, self.principal.policy_version).await?;
         let rule = config.rule("large_export");
         if let (true, Some(limit)) = (rule.enabled, rule.block_above)
@@ -338,7 +338,7 @@ impl Scoped<'_> {
 
     /// The inline delete rule: a user may delete at most `block_above` records in the rule's window. Runs before
     /// the delete writes anything; fails closed.
-    pub(crate) async fn guard_delete(&self) -> Result<(), StoreError> {
+    pub async fn guard_delete(&self) -> Result<(), StoreError> {
         let config = self.store.monitor_config(self.principal.org, self.principal.policy_version).await?;
         let rule = config.rule("mass_delete");
         let (true, Some(limit)) = (rule.enabled, rule.block_above) else { return Ok(()) };

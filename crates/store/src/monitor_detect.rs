@@ -180,31 +180,52 @@ impl Store {
 
     async fn monitor_org(&self, org: OrgId, version: i64, head: i64, tz: &str) -> Result<usize, StoreError> {
         let mut q = self.db.sql();
-        q.push("SELECT last_seq FROM monitor_cursor WHERE org_id = ").bind(org);
-        let last: i64 = match q.fetch_optional(&self.db.pool).await? {
-            Some(r) => r.try_get("last_seq")?,
+        q.push("SELECT last_seq, last_denial, (SELECT COALESCE(MAX(id), 0) FROM access_denials WHERE org_id = ")
+            .bind(org)
+            .push(") AS denial_head FROM monitor_cursor WHERE org_id = ")
+            .bind(org);
+        let (last, last_denial, denial_head): (i64, i64, i64) = match q.fetch_optional(&self.db.pool).await? {
+            Some(r) => (r.try_get("last_seq")?, r.try_get("last_denial")?, r.try_get("denial_head")?),
             None => {
                 // The first pass starts at the present: history is not replayed as alerts.
                 let mut ins = self.db.sql();
-                ins.push("INSERT INTO monitor_cursor (org_id, last_seq, updated_at) VALUES (")
+                ins.push("INSERT INTO monitor_cursor (org_id, last_seq, last_denial, updated_at) VALUES (")
                     .bind(org)
                     .push(", ")
                     .bind(head)
-                    .push(", ")
+                    .push(", (SELECT COALESCE(MAX(id), 0) FROM access_denials WHERE org_id = ")
+                    .bind(org)
+                    .push("), ")
                     .bind(now_ms())
                     .push(") ON CONFLICT (org_id) DO NOTHING");
                 ins.execute(&self.db.pool).await?;
                 return Ok(0);
             }
         };
-        if last >= head {
+        if last >= head && last_denial >= denial_head {
             return Ok(0);
         }
-        let entries = {
+        let entries = if last < head {
             let mut conn = self.db.pool.acquire().await?;
             audit::load_range(&mut conn, self.db.engine, org, last + 1, head, BATCH).await?
+        } else {
+            Vec::new()
         };
-        let Some(new_last) = entries.last().map(|e| e.seq) else { return Ok(0) };
+        let new_last = entries.last().map_or(last, |e| e.seq);
+        let mut denials: BTreeMap<UserId, (i64, i64, i64, Option<String>)> = BTreeMap::new();
+        let mut new_denial = last_denial;
+        if last_denial < denial_head {
+            let mut q = self.db.sql();
+            q.push("SELECT id, user_id, at, status, ip FROM access_denials WHERE org_id = ").bind(org);
+            q.push(" AND id > ").bind(last_denial).push(" AND id <= ").bind(denial_head);
+            q.push(" ORDER BY id LIMIT ").bind(BATCH);
+            for r in q.fetch_all(&self.db.pool).await? {
+                let id: i64 = r.try_get("id")?;
+                new_denial = new_denial.max(id);
+                let d = (id, r.try_get("at")?, r.try_get("status")?, r.try_get("ip")?);
+                denials.insert(r.try_get("user_id")?, d);
+            }
+        }
 
         // Claim the step and add its reads to the rollup in one transaction.
         let mut reads: BTreeMap<(UserId, i64), i64> = BTreeMap::new();
@@ -215,8 +236,9 @@ impl Store {
         }
         let mut tx = self.db.begin_write().await?;
         let mut cas = self.db.sql();
-        cas.push("UPDATE monitor_cursor SET last_seq = ").bind(new_last).push(", updated_at = ").bind(now_ms());
-        cas.push(" WHERE org_id = ").bind(org).push(" AND last_seq = ").bind(last);
+        cas.push("UPDATE monitor_cursor SET last_seq = ").bind(new_last).push(", last_denial = ").bind(new_denial);
+        cas.push(", updated_at = ").bind(now_ms()).push(" WHERE org_id = ").bind(org);
+        cas.push(" AND last_seq = ").bind(last).push(" AND last_denial = ").bind(last_denial);
         if cas.execute(&mut *tx).await? == 0 {
             return Ok(0); // another process took this step
         }
@@ -304,7 +326,51 @@ impl Store {
                 }
             }
         }
+        for (user, (id, at, status, ip)) in denials {
+            if let Some(f) = self.probing(org, &config, user, id, at, status, ip).await?
+                && self.raise(org, version, f).await?.is_some()
+            {
+                raised += 1;
+            }
+        }
         Ok(raised)
+    }
+
+    /// The probing rule: refused requests of `user` in the window ending at their refusal `id`.
+    #[allow(clippy::too_many_arguments)]
+    async fn probing(
+        &self,
+        org: OrgId,
+        config: &MonitorConfig,
+        user: UserId,
+        id: i64,
+        at: i64,
+        status: i64,
+        ip: Option<String>,
+    ) -> Result<Option<Finding>, StoreError> {
+        let rule = config.rule("probing");
+        if !rule.enabled {
+            return Ok(None);
+        }
+        let window_ms = (rule.window_minutes as i64) * 60_000;
+        let mut c = self.db.sql();
+        c.push("SELECT COUNT(*) AS n FROM access_denials WHERE org_id = ").bind(org).push(" AND user_id = ").bind(user);
+        c.push(" AND at > ").bind(at - window_ms).push(" AND id <= ").bind(id);
+        let n: i64 = c.fetch_one(&self.db.pool).await?.try_get("n")?;
+        if n < rule.threshold as i64 {
+            return Ok(None);
+        }
+        Ok(Some(Finding {
+            rule: "probing",
+            subject: Some(user),
+            subject_key: format!("user:{user}"),
+            trigger_seq: None,
+            trigger_at: at,
+            dedupe_ms: window_ms,
+            incident: format!("probing:user:{user}:{}", at / window_ms.max(1)),
+            detail: json!({"denials": n, "threshold": rule.threshold, "window_minutes": rule.window_minutes,
+                "last_status": status, "ip": ip}),
+        }))
     }
 
     async fn count_window(
@@ -797,8 +863,8 @@ impl Store {
         Err((5, last_error))
     }
 
-    /// Records a refused request (403 or 404) of the signed-in user of the current request, and raises the probing
-    /// alert when they reach the rule's threshold. Outside a request, or before authentication, does nothing.
+    /// Records a refused request (403 or 404) of the signed-in user of the current request (the detector evaluates
+    /// the probing rule over them). Outside a request, or before authentication, does nothing.
     pub async fn record_denial(&self, status: u16, method: &str, path: &str) -> Result<(), StoreError> {
         let Some(ctx) = audit::current_request_context() else { return Ok(()) };
         let Some((org, user)) = ctx.principal() else { return Ok(()) };
@@ -821,32 +887,6 @@ impl Store {
             .bind(ctx.ip.clone())
             .push(")");
         q.execute(&self.db.pool).await?;
-        let mut v = self.db.sql();
-        v.push("SELECT policy_version FROM organizations WHERE id = ").bind(org);
-        let version: i64 = v.fetch_one(&self.db.pool).await?.try_get("policy_version")?;
-        let rule = self.monitor_config(org, version).await?.rule("probing");
-        if !rule.enabled {
-            return Ok(());
-        }
-        let window_ms = (rule.window_minutes as i64) * 60_000;
-        let mut c = self.db.sql();
-        c.push("SELECT COUNT(*) AS n FROM access_denials WHERE org_id = ").bind(org).push(" AND user_id = ").bind(user);
-        c.push(" AND at > ").bind(now - window_ms);
-        let n: i64 = c.fetch_one(&self.db.pool).await?.try_get("n")?;
-        if n >= rule.threshold as i64 {
-            let f = Finding {
-                rule: "probing",
-                subject: Some(user),
-                subject_key: format!("user:{user}"),
-                trigger_seq: None,
-                trigger_at: now,
-                dedupe_ms: window_ms,
-                incident: format!("probing:user:{user}:{}", now / window_ms.max(1)),
-                detail: json!({"denials": n, "threshold": rule.threshold, "window_minutes": rule.window_minutes,
-                    "last_status": status, "ip": ctx.ip}),
-            };
-            self.raise(org, version, f).await?;
-        }
         Ok(())
     }
 

@@ -16,16 +16,19 @@ CREATE TABLE monitor_rules (
     updated_by BIGINT
 );
 
--- How far the detectors have read each organization's trail. Advanced with compare-and-set, so of several processes
--- one moves it; duplicates of an evaluation are harmless (incident keys).
+-- How far the detectors have read each organization's trail (`last_seq`) and refused requests (`last_denial`).
+-- Advanced with compare-and-set, so of several processes one takes each step; duplicates are harmless anyway
+-- (incident keys).
 CREATE TABLE monitor_cursor (
     org_id BIGINT PRIMARY KEY REFERENCES organizations (id),
     last_seq BIGINT NOT NULL,
+    last_denial BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
 
--- Refused requests (403/404 to a signed-in user). Not in the audit chain: a refusal changes nothing, and the trail
--- records what happened, not what was tried. Shared by every process, the input of the probing rule.
+-- Refused requests (403/404 to a signed-in user). Not in the audit chain: a refused request writes nothing there (the
+-- trail records what happened, not what was tried). Shared by every process; the detector reads it for the probing
+-- rule.
 CREATE TABLE access_denials (
     id {ID},
     org_id BIGINT NOT NULL REFERENCES organizations (id),
@@ -37,6 +40,7 @@ CREATE TABLE access_denials (
     ip {TEXT}
 );
 CREATE INDEX access_denials_user ON access_denials (org_id, user_id, at);
+CREATE INDEX access_denials_org ON access_denials (org_id, id);
 
 -- Alerts. `incident_key` (rule, subject, window bucket) is unique per organization: an incident noticed twice (two
 -- processes, a retried pass) is inserted once. `subject_key` is the user id or the client address the rule watched.
