@@ -321,19 +321,29 @@ impl Store {
                 }
             };
             for f in found {
-                if self.raise(org, version, f).await?.is_some() {
-                    raised += 1;
-                }
+                raised += self.raise_logged(org, version, f).await;
             }
         }
         for (user, (id, at, status, ip)) in denials {
-            if let Some(f) = self.probing(org, &config, user, id, at, status, ip).await?
-                && self.raise(org, version, f).await?.is_some()
-            {
-                raised += 1;
+            match self.probing(org, &config, user, id, at, status, ip).await {
+                Ok(Some(f)) => raised += self.raise_logged(org, version, f).await,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(org, user, error = %err, "the probing rule could not be evaluated"),
             }
         }
         Ok(raised)
+    }
+
+    /// [`Store::raise`], logging a failure instead of abandoning the rest of the step; 1 when an alert was raised.
+    async fn raise_logged(&self, org: OrgId, version: i64, f: Finding) -> usize {
+        let rule = f.rule;
+        match self.raise(org, version, f).await {
+            Ok(a) => usize::from(a.is_some()),
+            Err(err) => {
+                tracing::error!(org, rule, error = %err, "an alert could not be raised");
+                0
+            }
+        }
     }
 
     /// The probing rule: refused requests of `user` in the window ending at their refusal `id`.
