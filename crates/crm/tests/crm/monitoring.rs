@@ -540,8 +540,8 @@ async fn instance(url: &str) -> (crm_store::Store, MonitorHandle, String, tokio:
     (store, handle, base, server)
 }
 
-/// Reads server-sent events from `res` until an `alert` event arrives (or `limit` passes).
-async fn next_alert(res: &mut reqwest::Response, limit: Duration) -> Option<Value> {
+/// Reads server-sent events from `res` until an `alert` event of `rule` arrives (or `limit` passes).
+async fn next_alert(res: &mut reqwest::Response, rule: &str, limit: Duration) -> Option<Value> {
     let deadline = Instant::now() + limit;
     let mut buf = String::new();
     while Instant::now() < deadline {
@@ -552,7 +552,10 @@ async fn next_alert(res: &mut reqwest::Response, limit: Duration) -> Option<Valu
             if event.lines().any(|l| l == "event: alert") {
                 let data: String =
                     event.lines().filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:"))).collect();
-                return serde_json::from_str(&data).ok();
+                let alert: Value = serde_json::from_str(&data).ok()?;
+                if alert["rule"] == json!(rule) {
+                    return Some(alert);
+                }
             }
         }
     }
@@ -594,8 +597,12 @@ async fn two_instances_share_counters_and_every_feed_sees_every_alert() {
             let r = sign_in(base, "rep.east2", "wrong-password").await.expect("sign in");
             assert_eq!(r.status(), 401);
         }
-        let got_a = next_alert(&mut feed_a, Duration::from_secs(5)).await.expect("instance A's feed shows the alert");
-        let got_b = next_alert(&mut feed_b, Duration::from_secs(5)).await.expect("instance B's feed shows the alert");
+        let got_a = next_alert(&mut feed_a, "failed_sign_ins_account", Duration::from_secs(10))
+            .await
+            .expect("instance A's feed shows the alert");
+        let got_b = next_alert(&mut feed_b, "failed_sign_ins_account", Duration::from_secs(10))
+            .await
+            .expect("instance B's feed shows the alert");
         assert_eq!(got_a["rule"], json!("failed_sign_ins_account"));
         assert_eq!(got_a["id"], got_b["id"], "[{engine}] one alert, seen by both feeds");
         assert_prompt(&got_a);
@@ -607,6 +614,59 @@ async fn two_instances_share_counters_and_every_feed_sees_every_alert() {
         server_a.abort();
         server_b.abort();
         store_a.close().await;
+    }
+}
+
+/// The real binary: two `crm serve` processes on one database, an attack spread over both.
+#[tokio::test]
+async fn two_server_processes_share_counters_and_feeds() {
+    use crate::audit::{Server, database, seed};
+    for engine in engines() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let (db, args) = database(engine, dir.path()).await;
+        seed(&args);
+        let a = Server::start(&args, dir.path(), "a").await;
+        let b = Server::start(&args, dir.path(), "b").await;
+        let http = reqwest::Client::new();
+        let (admin_a, admin_b) =
+            (crate::audit::token(&http, &a.base, "admin").await, crate::audit::token(&http, &b.base, "admin").await);
+        let mut feed_a =
+            http.get(format!("{}/api/v1/alerts/stream", a.base)).bearer_auth(&admin_a).send().await.expect("feed a");
+        let mut feed_b =
+            http.get(format!("{}/api/v1/alerts/stream", b.base)).bearer_auth(&admin_b).send().await.expect("feed b");
+        // 2 + 2 + 1 failures through alternating processes: no single process saw five.
+        for i in 0..5 {
+            let base = if i % 2 == 0 { &a.base } else { &b.base };
+            let r = http
+                .post(format!("{base}/api/v1/session"))
+                .json(&json!({"username": "rep.south2", "password": "wrong-password"}))
+                .send()
+                .await
+                .expect("sign in");
+            assert_eq!(r.status(), 401);
+        }
+        let got_a = next_alert(&mut feed_a, "failed_sign_ins_account", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("[{engine}] process A's feed shows the alert:\n{}", a.log()));
+        let got_b = next_alert(&mut feed_b, "failed_sign_ins_account", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("[{engine}] process B's feed shows the alert:\n{}", b.log()));
+        assert_eq!(got_a["rule"], json!("failed_sign_ins_account"), "[{engine}]");
+        assert_eq!(got_a["id"], got_b["id"], "[{engine}] one alert, on both feeds");
+        assert_prompt(&got_a);
+        // Both detectors have read the whole trail by now; still one alert.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let page: Value = http
+            .get(format!("{}/api/v1/alerts?rule=failed_sign_ins_account", b.base))
+            .bearer_auth(&admin_b)
+            .send()
+            .await
+            .expect("alerts")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "[{engine}] {page}");
+        drop((a, b, db));
     }
 }
 
