@@ -64,6 +64,7 @@ enum Check {
     LargeExport(i64),
     RepeatedExports(UserId),
     MassDelete(UserId),
+    MassTransfer(UserId),
     Reveals(UserId),
     Privilege(i64),
 }
@@ -294,6 +295,11 @@ impl Store {
                         checks.insert(Check::MassDelete(a), e);
                     }
                 }
+                ("record.transfer", _) => {
+                    if let Some(a) = actor {
+                        checks.insert(Check::MassTransfer(a), e);
+                    }
+                }
                 ("record.reveal", _) => {
                     if let Some(a) = actor {
                         checks.insert(Check::Reveals(a), e);
@@ -420,6 +426,7 @@ impl Store {
             Check::LargeExport(_) => "large_export",
             Check::RepeatedExports(_) => "repeated_exports",
             Check::MassDelete(_) => "mass_delete",
+            Check::MassTransfer(_) => "mass_transfer",
             Check::Reveals(_) => "reveals",
             Check::Privilege(_) => "privilege_change",
         };
@@ -529,10 +536,11 @@ impl Store {
                     detail: json!({"rows": rows, "module": e.module, "threshold": threshold}),
                 })
             }
-            Check::RepeatedExports(u) | Check::MassDelete(u) | Check::Reveals(u) => {
+            Check::RepeatedExports(u) | Check::MassDelete(u) | Check::MassTransfer(u) | Check::Reveals(u) => {
                 let (action, what) = match check {
                     Check::RepeatedExports(_) => ("record.export", "exports"),
                     Check::MassDelete(_) => ("record.delete", "deletes"),
+                    Check::MassTransfer(_) => ("record.transfer", "transfers"),
                     _ => ("record.reveal", "reveals"),
                 };
                 let n = self.count_window(org, ("actor_id", (*u).into()), (action, None), e, window_ms).await?;

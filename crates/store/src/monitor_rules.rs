@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Every rule the detector knows, in the order they are documented.
-pub const RULE_NAMES: [&str; 12] = [
+pub const RULE_NAMES: [&str; 13] = [
     "failed_sign_ins_account",
     "failed_sign_ins_ip",
     "new_network",
@@ -23,6 +23,7 @@ pub const RULE_NAMES: [&str; 12] = [
     "large_export",
     "repeated_exports",
     "mass_delete",
+    "mass_transfer",
     "reveals",
     "privilege_change",
     "probing",
@@ -176,6 +177,7 @@ pub fn default_rule(name: &str) -> Rule {
         "large_export" => Rule { block_above: Some(1000), ..r(High, 1000, 0) },
         "repeated_exports" => r(Medium, 5, 60),
         "mass_delete" => Rule { block_above: Some(100), ..r(Critical, 50, 10) },
+        "mass_transfer" => r(High, 50, 10),
         "reveals" => r(Medium, 10, 10),
         "privilege_change" => r(High, 1, 0),
         "probing" => r(High, 20, 5),

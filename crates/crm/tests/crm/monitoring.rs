@@ -168,6 +168,7 @@ async fn data_rules_fire_once_and_inline_rules_block() {
                 "large_export": {"threshold": 20, "block_above": 50},
                 "repeated_exports": {"threshold": 3},
                 "mass_delete": {"threshold": 3, "block_above": 5},
+                "mass_transfer": {"threshold": 3},
                 "reveals": {"threshold": 4},
                 "probing": {"threshold": 6},
             }),
@@ -229,6 +230,16 @@ async fn data_rules_fire_once_and_inline_rules_block() {
         assert_eq!(crate::support::writes(&app, demo.org).await, before, "[{engine}] a blocked delete writes nothing");
         app.get(&format!("/api/v1/leads/{}", ids[5]), &admin).await.assert_status(200);
         one(wait_alerts(&app, demo.org, &admin, "mass_delete").await, "mass_delete", engine);
+
+        // Mass transfer: the third change of owner fires; the fourth is the same incident.
+        let to = demo.users["rep.east1"];
+        for i in 0..4 {
+            let r = app.post_json("/api/v1/leads", &admin, &json!({"name": format!("Moved lead {i}")})).await;
+            let id = r.assert_status(201).json()["id"].as_i64().expect("id");
+            app.patch_json(&format!("/api/v1/leads/{id}"), &admin, &json!({"owner_id": to})).await.assert_status(200);
+        }
+        let a = one(wait_alerts(&app, demo.org, &admin, "mass_transfer").await, "mass_transfer", engine);
+        assert_eq!(a["subject_id"], json!(admin_id));
 
         // Repeated reveals of masked fields by customer service.
         let service = token(&app, "service1").await;
