@@ -722,6 +722,16 @@ impl Store {
                 return Ok(None);
             }
         }
+        // Most findings of an incident already alerted (off hours, a new network) stop here, without a write.
+        let mut known = self.db.sql();
+        known
+            .push("SELECT id FROM alerts WHERE org_id = ")
+            .bind(org)
+            .push(" AND incident_key = ")
+            .bind(f.incident.as_str());
+        if known.fetch_optional(&self.db.pool).await?.is_some() {
+            return Ok(None);
+        }
         let now = now_ms();
         let mut tx = self.db.begin_write().await?;
         let mut q = self.db.sql();
