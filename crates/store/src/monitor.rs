@@ -120,9 +120,22 @@ pub struct AlertViewer {
     pub org: OrgId,
     /// `None`: every user's (and alerts about client addresses).
     users: Option<BTreeSet<UserId>>,
+    /// Modules the viewer may view: a module named in an alert's detail is shown only if it is one of them.
+    modules: BTreeSet<&'static str>,
 }
 
 impl AlertViewer {
+    /// The alert as this viewer may see it: a module they cannot view is not named.
+    pub fn shown(&self, mut a: Alert) -> Alert {
+        if let Some(m) = a.detail.get("module").and_then(Value::as_str)
+            && !self.modules.contains(m)
+            && let Some(d) = a.detail.as_object_mut()
+        {
+            d.insert("module".into(), Value::Null);
+        }
+        a
+    }
+
     pub fn sees(&self, a: &Alert) -> bool {
         a.org_id == self.org
             && match (&self.users, a.subject_id) {
@@ -159,7 +172,9 @@ impl Scoped<'_> {
         }
         let users = self.audit_users();
         let users = if self.access().scopes(Module::Audit, Action::View).contains(&Scope::All) { None } else { users };
-        Ok(AlertViewer { org: self.principal.org, users })
+        let modules =
+            Module::ALL.into_iter().filter(|m| self.access().can(*m, Action::View)).map(Module::as_str).collect();
+        Ok(AlertViewer { org: self.principal.org, users, modules })
     }
 
     /// One page of the alerts the caller may see, newest first.
@@ -222,6 +237,7 @@ impl Scoped<'_> {
         } else {
             None
         };
+        let items = items.into_iter().map(|a| viewer.shown(a)).collect();
         Ok(AlertPage { items, next_cursor })
     }
 
@@ -232,7 +248,7 @@ impl Scoped<'_> {
         q.push("SELECT ").push(ALERT_COLUMNS).push(" FROM alerts WHERE org_id = ").bind(self.principal.org);
         q.push(" AND id = ").bind(id);
         let a = q.fetch_optional(&self.db().pool).await?.as_ref().map(Alert::from_row).transpose()?;
-        a.filter(|a| viewer.sees(a)).ok_or(StoreError::NotFound)
+        a.filter(|a| viewer.sees(a)).map(|a| viewer.shown(a)).ok_or(StoreError::NotFound)
     }
 
     /// Marks an open alert acknowledged. Audited as `alert.acknowledge`.
@@ -360,5 +376,43 @@ impl Scoped<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(detail: Value) -> Alert {
+        Alert {
+            id: 1,
+            org_id: 7,
+            rule: "large_export".into(),
+            severity: "high".into(),
+            subject_id: Some(3),
+            subject_key: "user:3".into(),
+            status: "open".into(),
+            assignee_id: None,
+            resolution_note: None,
+            trigger_seq: Some(9),
+            trigger_at: 0,
+            created_at: 0,
+            updated_at: 0,
+            detail,
+        }
+    }
+
+    #[test]
+    fn viewers_see_alerts_within_their_scope_without_modules_they_cannot_view() {
+        let viewer = AlertViewer { org: 7, users: Some([3].into()), modules: ["customers"].into() };
+        let a = alert(serde_json::json!({"module": "tickets", "rows": 5000}));
+        assert!(viewer.sees(&a));
+        let shown = viewer.shown(a.clone());
+        assert_eq!(shown.detail, serde_json::json!({"module": null, "rows": 5000}));
+        let kept = viewer.shown(alert(serde_json::json!({"module": "customers"})));
+        assert_eq!(kept.detail["module"], "customers");
+        assert!(!viewer.sees(&Alert { subject_id: Some(4), ..a.clone() }), "a user outside the scope");
+        assert!(!viewer.sees(&Alert { subject_id: None, ..a.clone() }), "an address: only for viewers of everyone");
+        assert!(!viewer.sees(&Alert { org_id: 8, ..a }), "another organization");
     }
 }

@@ -159,6 +159,7 @@ pub async fn stream(
         loop {
             match rx.recv().await {
                 Ok(a) if viewer.sees(&a) => {
+                    let a = viewer.shown(a);
                     let data = serde_json::to_string(&a).unwrap_or_default();
                     let ev = Event::default().event("alert").id(a.id.to_string()).data(data);
                     return Some((Ok(ev), (rx, viewer)));
