@@ -292,16 +292,21 @@ async fn off_hours_activity_is_flagged_once_a_day() {
             json!({"working_hours": window}),
         )
         .await;
+        // (The administrator's own sign-in and configuring, before the change, may have fired under the defaults.)
+        settle(&app, demo.org).await;
+        let configured = app.sql_i64(&format!("SELECT audit_seq FROM organizations WHERE id = {}", demo.org)).await;
         let rep = token(&app, "rep.east1").await;
         for _ in 0..3 {
             app.get("/api/v1/customers", &rep).await.assert_status(200);
+            app.get("/api/v1/customers", &admin).await.assert_status(200);
         }
-        let a = one(wait_alerts(&app, demo.org, &admin, "off_hours").await, "off_hours", engine);
-        assert_eq!(a["subject_id"], json!(demo.users["rep.east1"]));
-        // The rule watches reps only: the administrator's own reads raised nothing about them.
+        let all = wait_alerts(&app, demo.org, &admin, "off_hours").await;
+        let about = |u: i64| all.iter().filter(|a| a["subject_id"] == json!(u)).cloned().collect::<Vec<_>>();
+        one(about(demo.users["rep.east1"]), "off_hours", engine);
+        // The rule watches reps only now: the administrator's reads after the change raised nothing about them.
         assert!(
-            alerts(&app, &admin, "off_hours").await.iter().all(|a| a["subject_id"] != json!(demo.users["admin"])),
-            "[{engine}]"
+            about(demo.users["admin"]).iter().all(|a| a["trigger_seq"].as_i64().is_some_and(|s| s <= configured)),
+            "[{engine}] {all:#?}"
         );
     }
 }
