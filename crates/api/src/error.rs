@@ -75,6 +75,12 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(errors) => ApiError::validation(errors),
             StoreError::BadQuery(m) => ApiError::bad_request(m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", m),
+            StoreError::Blocked(crm_store::BlockKind::StepUpRequired, m) => {
+                ApiError::forbidden(m).kind("step-up-required", "Step-up required")
+            }
+            StoreError::Blocked(crm_store::BlockKind::Monitoring, m) => {
+                ApiError::forbidden(m).kind("blocked-by-monitoring", "Blocked by monitoring")
+            }
             StoreError::Config(m) => {
                 tracing::error!(cause = %m, "configuration error");
                 ApiError::internal()

@@ -78,6 +78,20 @@ async fn audit_context(req: Request, next: Next) -> Response {
     crm_store::with_request_context(ctx, next.run(req)).await
 }
 
+/// Refused requests (403, 404) of a signed-in user feed the monitoring rule against probing (recorded beside the
+/// audit trail, which records what happened rather than what was tried).
+async fn record_denials(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+    let response = next.run(req).await;
+    let status = response.status();
+    if (status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND)
+        && let Err(e) = state.store.record_denial(status.as_u16(), &method, &path).await
+    {
+        tracing::warn!(error = %e, "could not record a refused request for monitoring");
+    }
+    response
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found()
 }
@@ -161,7 +175,8 @@ pub fn router_with_ui(state: AppState, net: client::NetConfig, ui: Router<AppSta
 }
 
 fn build(state: AppState, net: client::NetConfig, ui: Option<Router<AppState>>) -> Router {
-    use routes::{account, admin, ops, records, security, session};
+    use routes::{account, admin, monitor, ops, records, security, session};
+    let denials = middleware::from_fn_with_state(state.clone(), record_denials);
     let api = Router::new()
         .route("/api/v1/session/mfa", post(session::complete_mfa))
         .route("/api/v1/session/step-up", post(account::step_up))
@@ -191,6 +206,13 @@ fn build(state: AppState, net: client::NetConfig, ui: Option<Router<AppState>>) 
         .route("/api/v1/admin/departments/{id}", axum::routing::patch(admin::move_department))
         .route("/api/v1/admin/explain", get(admin::explain))
         .route("/api/v1/admin/access/{module}/{id}", get(admin::who_can_see))
+        .route("/api/v1/admin/monitoring/rules", get(monitor::get_rules).put(monitor::put_rules))
+        .route("/api/v1/alerts", get(monitor::list))
+        .route("/api/v1/alerts/stream", get(monitor::stream))
+        .route("/api/v1/alerts/{id}", get(monitor::get))
+        .route("/api/v1/alerts/{id}/acknowledge", post(monitor::acknowledge))
+        .route("/api/v1/alerts/{id}/resolve", post(monitor::resolve))
+        .route("/api/v1/alerts/{id}/assign", post(monitor::assign))
         .route("/api/v1/audit/events", get(routes::audit::events))
         .route("/api/v1/audit/export", get(routes::audit::export))
         .route("/api/v1/session", post(session::sign_in).delete(session::sign_out))
@@ -228,6 +250,7 @@ fn build(state: AppState, net: client::NetConfig, ui: Option<Router<AppState>>) 
         // The body limit sits inside the problem middleware so its 413 becomes a problem document too.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::from_fn(problem_for_plain_errors))
+        .layer(denials)
         .layer(middleware::from_fn(audit_context))
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(panic_to_problem))

@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::routes::audit;
 use crate::routes::csv;
+use crate::routes::monitor;
 use crate::routes::{account, admin, ops, records, security, session};
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -39,6 +40,8 @@ impl Modify for BearerAuth {
         admin::get_policy, admin::put_policy, admin::list_users, admin::create_user, admin::update_user, admin::user_permissions,
         admin::list_departments, admin::create_department, admin::move_department, admin::explain, admin::who_can_see,
         audit::events, audit::export,
+        monitor::get_rules, monitor::put_rules, monitor::list, monitor::get, monitor::acknowledge, monitor::resolve,
+        monitor::assign, monitor::stream,
         ops::healthz, ops::metrics
     ),
     modifiers(&BearerAuth)

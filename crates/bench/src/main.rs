@@ -7,9 +7,11 @@
 //!   filtering the rows in the application.
 //! - `change`: permission change cost and effect (move a department subtree, add a sharing rule, revoke a share).
 //! - `http`: a `crm serve` process under a loopback load generator (wrk): GET record and list page, and its RSS.
+//! - `monitor`: inline monitoring rule cost, and alert latency to the live feed under background audit load.
 //! - `smoke`: all of the above at scale S on a temporary SQLite file, briefly (CI; no timing assertions).
 
 mod cedar;
+mod monitor;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -90,6 +92,21 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: String,
     },
+    /// Monitoring: inline guard cost, alert latency to the live feed under audited background load.
+    Monitor {
+        /// Database to use (the demo organization is created there if missing); default: a temporary SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Calls of each inline guard.
+        #[arg(long, default_value_t = 20000)]
+        iters: usize,
+        /// Background audited events per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Incidents (one a second) whose alert latency is measured.
+        #[arg(long, default_value_t = 30)]
+        incidents: usize,
+    },
     /// Everything at scale S on a temporary SQLite database, briefly.
     Smoke,
 }
@@ -126,6 +143,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Http { database_url, crm_bin, seconds, connections, threads, listen } => {
             let r = http(&database_url, &crm_bin, seconds, connections, threads, &listen).await?;
             write(&cli.out, "http", &r)?;
+        }
+        Cmd::Monitor { database_url, iters, rate, incidents } => {
+            let dir = tempfile::tempdir()?;
+            let url = database_url
+                .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("monitor.db").display()));
+            let store = open(&url).await?;
+            let r = monitor::monitor(&store, iters, rate, incidents).await?;
+            write(&cli.out, &format!("monitor-{}", engine_name(&store)), &r)?;
+            store.close().await;
         }
         Cmd::Smoke => smoke(&cli.out).await?,
     }

@@ -365,6 +365,9 @@ async fn serve(
     // The audit checkpoint signer: its key lives outside the database.
     let signer = crate::audit_cli::start_signing(&store, &db.audit_key_path()).await?;
     let checkpointer = crate::audit_cli::spawn_checkpointer(store.clone(), std::sync::Arc::clone(&signer));
+    // Real-time monitoring: this process's detector and live-feed poller (every process runs both; see
+    // ARCHITECTURE.md, "Monitoring").
+    let monitor = store.start_monitor();
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
     let state = crm_api::AppState { store: store.clone(), metrics: crm_api::metrics_handle() };
@@ -375,6 +378,7 @@ async fn serve(
     tracing::info!(%local, engine = ?store.engine(), "serving");
     crm_api::serve(listener, app, shutdown_signal(), Duration::from_secs(30)).await?;
     checkpointer.abort();
+    drop(monitor);
     // A last checkpoint, so a clean stop leaves the whole trail signed.
     if let Err(e) = store.unscoped_system_access().audit_checkpoint_all(&signer).await {
         tracing::warn!(error = %e, "final audit checkpoint failed");

@@ -11,6 +11,9 @@
 //! - `auth`: sign-in and account security through HTTP: the fixed sign-in with its MFA step, enumeration
 //!   (answers and timing), brute force and limits, fixation, revocation, CSRF, TOTP and recovery codes, IP and
 //!   hours policies, API tokens, sign-in history.
+//! - `monitoring`: real-time monitoring: every rule fired by scripted attacks through HTTP, exactly once and within a
+//!   second; inline blocking; responses at the next request; alert lifecycle and scope; baselines; the live feed and
+//!   two instances on one database; the signed webhook.
 //! - `binary`: the real `crm` binary: serve the demo, sign in, OpenAPI, metrics, graceful SIGTERM, audit verify.
 //! - `browser`: the web UI in headless chromium against the real binary (personas, language switch, reveal and
 //!   its audit entry, an administrator changing a representative's scope, MFA enrolment and sign-in).
@@ -35,6 +38,8 @@ mod binary;
 mod browser;
 #[path = "crm/leak_matrix.rs"]
 mod leak_matrix;
+#[path = "crm/monitoring.rs"]
+mod monitoring;
 #[path = "crm/scenarios.rs"]
 mod scenarios;
 #[path = "crm/web_pages.rs"]

@@ -22,7 +22,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// The hash format new entries are written in.
@@ -37,15 +37,33 @@ pub struct RequestContext {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     session: AtomicI64,
+    /// The organization and user the request authenticated as (0 until it has).
+    org: AtomicI64,
+    user: AtomicI64,
+    /// Whether the credential proved its user within the step-up window (inline monitoring rules read it).
+    step_up_fresh: AtomicBool,
 }
 
 impl RequestContext {
     pub fn new(request_id: Option<String>, ip: Option<String>, user_agent: Option<String>) -> Arc<RequestContext> {
-        Arc::new(RequestContext { request_id, ip, user_agent, session: AtomicI64::new(0) })
+        Arc::new(RequestContext {
+            request_id,
+            ip,
+            user_agent,
+            session: AtomicI64::new(0),
+            org: AtomicI64::new(0),
+            user: AtomicI64::new(0),
+            step_up_fresh: AtomicBool::new(false),
+        })
     }
     /// The session the request authenticated with (0 until it has).
     pub fn session(&self) -> Option<i64> {
         Some(self.session.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+    /// The organization and user the request authenticated as, once it has.
+    pub fn principal(&self) -> Option<(OrgId, UserId)> {
+        let (org, user) = (self.org.load(Ordering::Relaxed), self.user.load(Ordering::Relaxed));
+        (org != 0 && user != 0).then_some((org, user))
     }
 }
 
@@ -66,6 +84,20 @@ pub fn current_request_context() -> Option<Arc<RequestContext>> {
 /// Records the session the current request authenticated with (the first one: a request authenticates once).
 pub(crate) fn note_session(session: i64) {
     let _ = REQUEST.try_with(|c| c.session.compare_exchange(0, session, Ordering::Relaxed, Ordering::Relaxed));
+}
+
+/// Records who the current request authenticated as, and whether its step-up is fresh.
+pub(crate) fn note_auth(org: OrgId, user: UserId, step_up_fresh: bool) {
+    let _ = REQUEST.try_with(|c| {
+        c.org.store(org, Ordering::Relaxed);
+        c.user.store(user, Ordering::Relaxed);
+        c.step_up_fresh.store(step_up_fresh, Ordering::Relaxed);
+    });
+}
+
+/// Did the current request's credential prove its user within the step-up window? False outside a request.
+pub(crate) fn current_step_up_fresh() -> bool {
+    REQUEST.try_with(|c| c.step_up_fresh.load(Ordering::Relaxed)).unwrap_or(false)
 }
 
 // ---- entries ---------------------------------------------------------------------------------------------------

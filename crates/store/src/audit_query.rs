@@ -133,7 +133,7 @@ impl Scoped<'_> {
     }
 
     /// The users whose events the viewer may see (`None`: everyone's), under the audit module's view scope.
-    fn audit_users(&self) -> Option<BTreeSet<UserId>> {
+    pub(crate) fn audit_users(&self) -> Option<BTreeSet<UserId>> {
         let a = self.access();
         let scopes = a.scopes(Module::Audit, Action::View);
         if scopes.contains(&Scope::All) {

@@ -173,6 +173,8 @@ impl<'s> Scoped<'s> {
         }
         let bytes = out.into_inner().map_err(|e| StoreError::Config(format!("writing CSV: {e}")))?;
         let text = String::from_utf8(bytes).map_err(|e| StoreError::Config(format!("writing CSV: {e}")))?;
+        // The inline monitoring rule (large export without step-up) decides before anything is written.
+        self.guard_export(ids.len()).await?;
 
         let mut tx = self.db().begin_write().await?;
         let e = AuditEntry { module: Some(module), ..self.audit_entry("record.export") }.detail(serde_json::json!({

@@ -15,6 +15,9 @@ mod csv_io;
 mod db;
 mod directory;
 mod migrate;
+mod monitor;
+mod monitor_detect;
+mod monitor_rules;
 mod records;
 mod render;
 mod report;
@@ -36,6 +39,11 @@ pub use auth::{
 pub use bulk::{BulkParent, BulkRecord, BulkUser};
 pub use csv_io::{CSV_MODULES, ImportReport};
 pub use db::{DatabaseUrl, Engine};
+pub use monitor::{
+    Alert, AlertPage, AlertQuery, AlertViewer, BaselineSettings, BlockKind, MonitorConfig, RULE_NAMES, ResponseKind,
+    Rule, SECRET_PLACEHOLDER, Severity, Webhook, default_rule,
+};
+pub use monitor_detect::{MonitorHandle, hmac_sha256_hex};
 pub use records::{FieldFilter, ListPlan, ListQuery, LookupItem, Page, RecordOut, Scoped, Sharing};
 pub use report::ReportRow;
 pub use system::{NewUser, SignIn, SystemAccess};
@@ -64,6 +72,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// Refused before it ran by an inline monitoring rule (nothing was written).
+    #[error("blocked: {1}")]
+    Blocked(monitor::BlockKind, String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -112,6 +123,8 @@ pub struct Store {
     cache: Arc<Mutex<Cache>>,
     /// The audit group committer (data access and other events outside a change's transaction).
     audit: Arc<audit::AuditWriter>,
+    /// Monitoring state of this process (rules cache, live feed).
+    monitor: Arc<monitor::Shared>,
 }
 
 impl Store {
@@ -120,7 +133,12 @@ impl Store {
         let db = Db::connect(url).await?;
         migrate::run(&db).await?;
         let audit = Arc::new(audit::AuditWriter::start(db.clone()));
-        Ok(Store { db, cache: Arc::new(Mutex::new(Cache::default())), audit })
+        Ok(Store {
+            db,
+            cache: Arc::new(Mutex::new(Cache::default())),
+            audit,
+            monitor: Arc::new(monitor::Shared::new()),
+        })
     }
 
     pub fn engine(&self) -> Engine {

@@ -17,6 +17,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "foundation", ddl: include_str!("migrations/0001_foundation.sql") },
     Migration { version: 2, name: "audit", ddl: include_str!("migrations/0002_audit.sql") },
     Migration { version: 3, name: "auth", ddl: include_str!("migrations/0003_auth.sql") },
+    Migration { version: 4, name: "monitor", ddl: include_str!("migrations/0004_monitor.sql") },
 ];
 
 fn record_columns(module: Module) -> String {

@@ -877,6 +877,8 @@ impl<'s> Scoped<'s> {
 
     pub async fn delete(&self, module: Module, id: RecordId) -> Result<(), StoreError> {
         let s = self.require_module(module, Action::Delete)?;
+        // The inline monitoring rule (mass delete) decides before anything is written.
+        self.guard_delete().await?;
         let mut tx = self.db().begin_write().await?;
         let facts =
             load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;

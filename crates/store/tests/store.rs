@@ -6,6 +6,7 @@
 //!   appenders, the permission-filtered view, checkpoints, archives and purges.
 //! - `auth`: sign-in and account security: lockout and limits across processes, TOTP and recovery codes,
 //!   session revocation, API tokens, network and time policies, password policy.
+//! - `monitor`: two detectors on one database raise each incident once; inline guards fail closed.
 //! - `differential`: random organizations; the SQL list filter and the in-memory decision must agree on every
 //!   (user, action, record).
 
@@ -26,5 +27,7 @@ mod auth;
 mod csv;
 #[path = "store/differential.rs"]
 mod differential;
+#[path = "store/monitor.rs"]
+mod monitor;
 #[path = "store/scenarios.rs"]
 mod scenarios;

@@ -2,6 +2,7 @@ pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod csv;
+pub mod monitor;
 pub mod ops;
 pub mod records;
 pub mod security;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_crm");
 
 /// A fresh database of `engine` and the arguments that point the binary at it (with a key file in `dir`).
-async fn database(engine: &str, dir: &std::path::Path) -> (TestDatabase, Vec<String>) {
+pub(crate) async fn database(engine: &str, dir: &std::path::Path) -> (TestDatabase, Vec<String>) {
     let db = TestDatabase::new(engine).await;
     let args = vec![
         "--database-url".into(),
@@ -73,14 +73,14 @@ async fn int(pool: &AnyPool, sql: &str) -> i64 {
 }
 
 /// A server process, killed by its own pid if the test ends first.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     log: std::path::PathBuf,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    async fn start(args: &[String], dir: &std::path::Path, name: &str) -> Server {
+    pub(crate) async fn start(args: &[String], dir: &std::path::Path, name: &str) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -108,7 +108,7 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -129,7 +129,7 @@ impl Drop for Server {
     }
 }
 
-async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
+pub(crate) async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
     let res = http
         .post(format!("{base}/api/v1/session"))
         .json(&serde_json::json!({"username": username, "password": crm::demo::password_for(username)}))
@@ -141,7 +141,7 @@ async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
     v["token"].as_str().expect("token").to_string()
 }
 
-fn seed(args: &[String]) {
+pub(crate) fn seed(args: &[String]) {
     let o = run(args, &["demo", "--customers", "30"]);
     assert!(o.status.success(), "crm demo: {}", stdout(&o));
 }

@@ -148,13 +148,15 @@ pub(crate) async fn authenticate(store: &Store, token: &str, client: &ClientInfo
         Credential::ApiToken { .. } => 0,
     };
     let principal = Principal { org: r.org, user: r.user, session_id, access, policy_version: r.version };
+    let step_up_ms = i64::from(r.settings.sessions.step_up_minutes) * 60_000;
+    crate::audit::note_auth(r.org, r.user, r.verified_at.is_some_and(|at| now - at <= step_up_ms));
     Ok(AuthOutcome::Valid(Box::new(Authenticated {
         principal,
         credential: r.credential,
         csrf_token: r.csrf_token,
         verified_at: r.verified_at,
         restriction,
-        step_up_ms: i64::from(r.settings.sessions.step_up_minutes) * 60_000,
+        step_up_ms,
         mfa_enabled: r.mfa_enabled,
     })))
 }
