@@ -474,11 +474,15 @@ pub(crate) async fn verify_org_with(
                 "the last entry does not match the organization's head hash",
             ));
         } else {
-            // Rows past the head (read again: appends may have landed meanwhile) were never appended.
-            let (now_head, _) = audit::head(conn, engine, org).await?.ok_or(StoreError::NotFound)?;
+            // Rows past the head were never appended. The head is read again (appends may have landed meanwhile)
+            // in the same statement as the rows, so both come from one snapshot: an append that commits between two
+            // separate reads would otherwise look like an inserted row.
             let mut q = Sql::new(engine);
-            q.push("SELECT MIN(seq) AS s FROM audit_log WHERE org_id = ").bind(org).push(" AND seq > ").bind(now_head);
-            if let Some(s) = q.fetch_one(&mut *conn).await?.try_get::<Option<i64>, _>("s")? {
+            q.push("SELECT MIN(a.seq) AS s, MAX(o.audit_seq) AS head FROM organizations o LEFT JOIN audit_log a ON ");
+            q.push("a.org_id = o.id AND a.seq > o.audit_seq WHERE o.id = ").bind(org);
+            let row = q.fetch_one(&mut *conn).await?;
+            let now_head: i64 = row.try_get::<Option<i64>, _>("head")?.unwrap_or(head_seq);
+            if let Some(s) = row.try_get::<Option<i64>, _>("s")? {
                 chain_problem = Some(AuditProblem::new(
                     s,
                     TamperKind::Inserted,

@@ -510,22 +510,49 @@ async fn concurrent_appenders_keep_one_gap_free_chain() {
         // Two stores on one database: two pools and two group committers, as two server processes have.
         let other = open(&env.db.url).await;
         let mut tasks = Vec::new();
+        // The appenders keep going (at least 15 requests each) until the verifier below is done.
+        let verifying = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         for (i, store) in [env.store.clone(), other.clone()].into_iter().cycle().take(8).enumerate() {
             let p = org.sign_in(&store, "li").await;
+            let verifying = verifying.clone();
             tasks.push(tokio::spawn(async move {
                 let s = store.scoped(p);
-                for n in 0..15 {
+                let mut n = 0;
+                while n < 15 || verifying.load(std::sync::atomic::Ordering::Relaxed) {
                     if n % 5 == 0 {
                         s.create(C, &obj(json!({"name": format!("T{i}-{n}")}))).await.unwrap();
                     } else {
                         s.count(C, &ListQuery::default()).await.unwrap();
                     }
+                    n += 1;
                 }
             }));
         }
+        // Verification while the appends run finds nothing wrong: appends that land during it are not "inserted".
+        let verifier = {
+            let store = env.store.clone();
+            let org = org.id;
+            let verifying = verifying.clone();
+            tokio::spawn(async move {
+                let mut runs = 0;
+                let mut problems = Vec::new();
+                for _ in 0..40 {
+                    let r = store.unscoped_system_access().verify_audit_trail(org, &VerifyOptions::default()).await;
+                    match r {
+                        Ok(r) => problems.extend(r.problem.map(|p| p.message())),
+                        Err(e) => problems.push(e.to_string()),
+                    }
+                    runs += 1;
+                }
+                verifying.store(false, std::sync::atomic::Ordering::Relaxed);
+                (runs, problems)
+            })
+        };
         for t in tasks {
             t.await.unwrap();
         }
+        let (runs, problems) = verifier.await.unwrap();
+        assert!(runs > 0 && problems.is_empty(), "{engine}: verification during appends reported {problems:?}");
         let head = env.raw.audit_seq(org.id).await;
         assert_eq!(
             env.raw.int(format!("SELECT COUNT(*) FROM audit_log WHERE org_id = {}", org.id)).await,
@@ -536,6 +563,17 @@ async fn concurrent_appenders_keep_one_gap_free_chain() {
         assert_eq!(env.raw.int(format!("SELECT MAX(seq) FROM audit_log WHERE org_id = {}", org.id)).await, head);
         assert!(head >= 8 * 15, "{engine}: {head}");
         assert_eq!(env.store.unscoped_system_access().verify_audit(org.id).await.unwrap(), None, "{engine}");
+        // A row written past the organization's head was never appended.
+        let org_id = org.id;
+        env.raw
+            .exec(format!(
+                "INSERT INTO audit_log (org_id, seq, at, action, outcome, detail, prev_hash, hash, hash_format) \
+                 SELECT org_id, seq + 1, at, 'record.view', 'success', '{{}}', hash, 'f0rged', 2 FROM audit_log \
+                 WHERE org_id = {org_id} AND seq = {head}"
+            ))
+            .await;
+        let problem = first_problem(&env, org.id, None).await.map(|(seq, kind, _)| (seq, kind));
+        assert_eq!(problem, Some((head + 1, TamperKind::Inserted)), "{engine}");
         other.close().await;
         env.close().await;
     }
