@@ -8,6 +8,7 @@
 
 mod account;
 mod admin;
+mod alerts;
 mod assets;
 mod audit;
 mod csv_import;
@@ -44,6 +45,12 @@ pub fn routes() -> Router<AppState> {
         .route("/app/lang/{code}", get(signin::switch_language))
         .route("/app/static/app.css", get(assets::css))
         .route("/app/static/app.js", get(assets::js))
+        .route("/app/static/alerts.js", get(assets::alerts_js))
+        .route("/app/alerts", get(alerts::list))
+        .route("/app/alerts/{id}", get(alerts::show))
+        .route("/app/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route("/app/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/app/alerts/{id}/assign", post(alerts::assign))
         .route("/app/guide", get(guide::page))
         .route("/app/account", get(account::page))
         .route("/app/account/mfa", get(account::mfa_page).post(account::mfa_begin))
