@@ -679,6 +679,16 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("alert_detail.mean", "平均值", "Mean"),
     ("alert_detail.stddev", "标准差", "Standard deviation"),
     ("alert_detail.sigma", "偏离倍数", "Sigma"),
+    // View as user
+    ("view_as.title", "以用户身份查看", "View as user"),
+    (
+        "view_as.banner",
+        "您正在以 {user} 的身份只读查看:所见即该用户所见。此次查看已记入审计日志。",
+        "You are viewing as {user}, read-only: you see what this user sees. This view is recorded in the audit log.",
+    ),
+    ("view_as.exit", "结束查看", "Stop viewing"),
+    ("view_as.modules", "该用户可见的模块", "Modules this user may view"),
+    ("view_as.open", "以该用户身份查看(只读)", "View as this user (read-only)"),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];

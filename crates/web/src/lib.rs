@@ -23,6 +23,7 @@ mod security;
 mod signin;
 mod user_admin;
 mod view;
+mod view_as;
 mod viewer;
 
 use axum::Router;
@@ -60,6 +61,9 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/users/{id}/status", post(admin::set_user_status))
         .route("/app/admin/users/{id}", get(user_admin::show).post(user_admin::save))
         .route("/app/admin/users/{id}/reset-password", post(user_admin::reset_password))
+        .route("/app/admin/users/{id}/view", get(view_as::index))
+        .route("/app/admin/users/{id}/view/r/{module}", get(view_as::list))
+        .route("/app/admin/users/{id}/view/r/{module}/{record}", get(view_as::record))
         .route("/app/admin/users/{id}/reset-mfa", post(user_admin::reset_mfa))
         .route("/app/admin/roles/{id}", get(admin::role).post(admin::save_role))
         .route("/app/admin/explain", get(admin::explain))

@@ -31,7 +31,7 @@ pub struct Column {
 }
 
 /// The columns of `module` the viewer may read (hidden ones are not offered, so not shown).
-fn columns(module: Module, v: &Viewer) -> Vec<Column> {
+pub(crate) fn columns(module: Module, v: &Viewer) -> Vec<Column> {
     // The title field is the row's heading (a link), not a column of its own.
     list_columns(module)
         .iter()
@@ -41,7 +41,7 @@ fn columns(module: Module, v: &Viewer) -> Vec<Column> {
         .collect()
 }
 
-fn rows(module: Module, items: &[RecordOut], cols: &[Column], v: &Viewer) -> Vec<Row> {
+pub(crate) fn rows(module: Module, items: &[RecordOut], cols: &[Column], v: &Viewer) -> Vec<Row> {
     let title = title_field(module);
     items
         .iter()
@@ -79,14 +79,14 @@ fn clone_field(f: &FieldView) -> FieldView {
 }
 
 /// A record module named in a path; anything else is the not-found page.
-fn record_module(name: &str, lang: Lang) -> Result<Module, PageError> {
+pub(crate) fn record_module(name: &str, lang: Lang) -> Result<Module, PageError> {
     name.parse::<Module>()
         .ok()
         .filter(|m| m.is_record_module())
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "error.not_found", lang))
 }
 
-fn record_id(id: &str, lang: Lang) -> Result<RecordId, PageError> {
+pub(crate) fn record_id(id: &str, lang: Lang) -> Result<RecordId, PageError> {
     id.parse::<i64>()
         .ok()
         .filter(|i| *i > 0)

@@ -796,3 +796,87 @@ async fn the_alerts_dashboard_shows_what_the_store_returns_and_runs_the_lifecycl
         }
     }
 }
+
+#[tokio::test]
+async fn an_administrator_views_as_a_user_exactly_their_records_read_only_and_audited() {
+    use crm_domain::Module;
+    for engine in engines() {
+        let (app, demo) = demo_app(engine).await;
+        let count = |html: &str| -> i64 {
+            let start = html.find("data-count=\"").expect("a count") + "data-count=\"".len();
+            html[start..].split('"').next().and_then(|n| n.parse().ok()).expect("a number")
+        };
+        let rep_id = demo.users["rep.north1"];
+        let admin_id = demo.users["admin"];
+        let mut rep = Browser::new(&app, "zh-CN");
+        rep.sign_in("rep.north1").await;
+        let rep_list = rep.get("/app/r/customers").await;
+        let own = count(&rep_list.html);
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let everything = count(&admin.get("/app/r/customers").await.html);
+        assert!(own < everything, "[{engine}] the representative sees fewer customers than the admin");
+
+        let user_page = admin.get(&format!("/app/admin/users/{rep_id}")).await;
+        assert!(user_page.html.contains("id=\"view-as\""), "[{engine}] the user page offers the view");
+        let before = app.sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE actor_id = {admin_id}")).await;
+        let list = admin.get(&format!("/app/admin/users/{rep_id}/view/r/customers")).await;
+        assert_eq!(list.status, StatusCode::OK, "[{engine}] {}", list.html);
+        assert!(list.html.contains("id=\"view-as-banner\"") && list.html.contains("rep.north1"), "[{engine}] banner");
+        assert_eq!(count(&list.html), own, "[{engine}] exactly the user's count, not the admin's");
+        // The same first page of records as the user's own list.
+        let ids = |html: &str, marker: &str| -> Vec<i64> {
+            html.match_indices(marker)
+                .filter_map(|(i, _)| html[i + marker.len()..].split('"').next()?.parse().ok())
+                .collect()
+        };
+        let seen = ids(&list.html, &format!("/app/admin/users/{rep_id}/view/r/customers/"));
+        assert_eq!(seen, ids(&rep_list.html, "href=\"/app/r/customers/"), "[{engine}] the same records");
+        assert!(!list.html.contains("export-csv") && !list.html.contains("import-csv"), "[{engine}] no export/import");
+
+        // A record page: read-only (no edit, share or reveal form; the only form is sign-out).
+        let first = seen[0];
+        let record = admin.get(&format!("/app/admin/users/{rep_id}/view/r/customers/{first}")).await;
+        assert_eq!(record.status, StatusCode::OK, "[{engine}] {}", record.html);
+        assert_eq!(record.html.matches("<form").count(), 1, "[{engine}] only the sign-out form: {}", record.html);
+        assert!(!record.html.contains("/reveal/") && !record.html.contains("/edit"), "[{engine}] no write links");
+        // A customer the user may not see: not found, although the administrator may see it.
+        let hidden = app
+            .sql_i64(&format!("SELECT MIN(id) FROM customers WHERE owner_id <> {rep_id} AND region <> '华北'"))
+            .await;
+        assert_eq!(admin.get(&format!("/app/r/customers/{hidden}")).await.status, StatusCode::OK);
+        let other = admin.get(&format!("/app/admin/users/{rep_id}/view/r/customers/{hidden}")).await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "[{engine}] outside the user's view");
+
+        // Audited: the administrator is the actor, the user the subject.
+        let entries = app
+            .sql_strings(&format!(
+                "SELECT action FROM audit_log WHERE actor_id = {admin_id} AND subject_id = {rep_id} ORDER BY seq"
+            ))
+            .await;
+        for action in ["admin.view_as", "record.list", "record.view"] {
+            assert!(entries.iter().any(|a| a == action), "[{engine}] {action} audited: {entries:?}");
+        }
+        let after = app.sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE actor_id = {admin_id}")).await;
+        assert!(after > before);
+        let as_rep = app
+            .sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE actor_id = {rep_id} AND action = 'admin.view_as'"))
+            .await;
+        assert_eq!(as_rep, 0, "[{engine}] nothing is attributed to the user");
+
+        // Writes are impossible through the handle, even on the user's own record.
+        let sys = app.store.unscoped_system_access();
+        let principal = sys.principal_for(demo.org, admin_id).await.expect("admin principal");
+        let scoped = app.store.scoped(principal);
+        let viewed = scoped.view_as(rep_id).await.expect("view as the representative");
+        let mut patch = serde_json::Map::new();
+        patch.insert("name".into(), serde_json::json!("changed"));
+        assert!(viewed.update(Module::Customers, first, &patch).await.is_err(), "[{engine}] no edit");
+        assert!(!viewed.access().may_reveal(Module::Customers), "[{engine}] no reveal right");
+        assert!(viewed.export_csv(Module::Customers, &Default::default()).await.is_err(), "[{engine}] no export");
+
+        // Outside the admin pages: a representative may not view as anyone.
+        let refused = rep.get(&format!("/app/admin/users/{admin_id}/view/r/customers")).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "[{engine}]");
+    }
+}
