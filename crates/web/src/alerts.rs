@@ -71,6 +71,8 @@ struct AlertsPage {
     filter_status: String,
     filter_rule: String,
     filter_subject: String,
+    /// The organization's time zone, for the times of live rows.
+    time_zone: String,
     alerts: Vec<AlertRow>,
     older_href: Option<String>,
     labels: Vec<FeedLabel>,
@@ -113,10 +115,11 @@ fn name_of(names: &BTreeMap<UserId, String>, id: Option<UserId>) -> String {
     id.map(|u| names.get(&u).cloned().unwrap_or_else(|| format!("#{u}"))).unwrap_or_default()
 }
 
-fn row(a: &Alert, lang: Lang, names: &BTreeMap<UserId, String>) -> AlertRow {
+fn row(a: &Alert, v: &Viewer, names: &BTreeMap<UserId, String>) -> AlertRow {
+    let lang = v.lang;
     AlertRow {
         id: a.id,
-        time: lang.datetime(a.created_at),
+        time: v.datetime(a.created_at),
         rule: lang.label("alert_rule", &a.rule),
         severity: lang.label("alert_severity", &a.severity),
         severity_code: a.severity.clone(),
@@ -185,7 +188,7 @@ pub async fn list(
         Err(e) => return PageError::from_store(e, v.lang).into_response(),
     };
     let lang = v.lang;
-    let alerts = page.items.iter().map(|a| row(a, lang, &names)).collect();
+    let alerts = page.items.iter().map(|a| row(a, &v, &names)).collect();
     let older_href = page.next_cursor.as_deref().map(|c| {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, val) in [("status", &p.status), ("rule", &p.rule), ("subject", &p.subject)] {
@@ -226,6 +229,7 @@ pub async fn list(
         filter_status: q.status.clone().unwrap_or_default(),
         filter_rule: q.rule.clone().unwrap_or_default(),
         filter_subject: subject.map(|s| s.to_string()).unwrap_or_default(),
+        time_zone: v.session.time_zone.clone(),
         alerts,
         older_href,
         labels,
@@ -264,10 +268,10 @@ pub async fn show(State(state): State<AppState>, v: Viewer, Path(id): Path<i64>,
         .collect();
     render(&AlertPage {
         chrome: v.chrome("alerts.detail_title", &path),
-        alert: row(&a, lang, &names),
+        alert: row(&a, &v, &names),
         subject_key: a.subject_key.clone(),
-        trigger: lang.datetime(a.trigger_at),
-        updated: lang.datetime(a.updated_at),
+        trigger: v.datetime(a.trigger_at),
+        updated: v.datetime(a.updated_at),
         note: a.resolution_note.clone().unwrap_or_default(),
         details,
         can_acknowledge: a.status == "open",

@@ -104,12 +104,20 @@ impl Lang {
         }
     }
 
-    /// Milliseconds since the epoch, in UTC: `2026-11-29 14:05` (zh) or `Nov 29, 2026 14:05` (en).
+    /// Milliseconds since the epoch, in UTC: `2026-11-29 14:05 UTC` (zh) or `Nov 29, 2026 14:05 UTC` (en).
     pub fn datetime(self, ms: i64) -> String {
+        self.datetime_in(ms, "UTC")
+    }
+
+    /// Milliseconds since the epoch in the IANA time zone `tz` (the organization's; UTC when unknown), with the
+    /// zone's abbreviation: `2026-11-29 22:05 CST` (zh) or `Nov 29, 2026 22:05 CST` (en) in Asia/Shanghai.
+    pub fn datetime_in(self, ms: i64, tz: &str) -> String {
         let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else { return String::new() };
+        let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+        let local = ts.to_zoned_datetime(zone);
         match self {
-            Lang::Zh => ts.strftime("%Y-%m-%d %H:%M UTC").to_string(),
-            Lang::En => ts.strftime("%b %-d, %Y %H:%M UTC").to_string(),
+            Lang::Zh => local.strftime("%Y-%m-%d %H:%M %Z").to_string(),
+            Lang::En => local.strftime("%b %-d, %Y %H:%M %Z").to_string(),
         }
     }
 
@@ -725,6 +733,9 @@ mod tests {
         // 2026-11-29T14:05:00Z
         assert_eq!(Lang::Zh.datetime(1_795_961_100_000), "2026-11-29 14:05 UTC");
         assert_eq!(Lang::En.datetime(1_795_961_100_000), "Nov 29, 2026 14:05 UTC");
+        assert_eq!(Lang::Zh.datetime_in(1_795_961_100_000, "Asia/Shanghai"), "2026-11-29 22:05 CST");
+        assert_eq!(Lang::En.datetime_in(1_795_961_100_000, "Europe/Berlin"), "Nov 29, 2026 15:05 CET");
+        assert_eq!(Lang::Zh.datetime_in(1_795_961_100_000, "Mars/Olympus"), "2026-11-29 14:05 UTC", "unknown: UTC");
     }
 
     /// Every literal id passed to `t(...)` in the templates and the code is in the catalog, so no page shows `?`.

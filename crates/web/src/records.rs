@@ -380,7 +380,7 @@ async fn record_page(
     let fields = record_fields(module, &record, &v.principal().access, v.lang);
     let system = ["owner_id", "created_at", "updated_at"]
         .into_iter()
-        .map(|n| (v.lang.label("field", n), system_value(n, &record, v.lang)))
+        .map(|n| (v.lang.label("field", n), system_value(n, &record, v.lang, &v.session.time_zone)))
         .collect();
     let mut related = Vec::new();
     for child in children(module).into_iter().filter(|c| v.can(*c, Action::View)) {

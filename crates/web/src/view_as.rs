@@ -147,7 +147,7 @@ async fn page(
             }
             body.system = ["owner_id", "created_at", "updated_at"]
                 .into_iter()
-                .map(|n| (v.lang.label("field", n), system_value(n, &record, v.lang)))
+                .map(|n| (v.lang.label("field", n), system_value(n, &record, v.lang, &v.session.time_zone)))
                 .collect();
             let title = record.get(title_field(module)).and_then(|x| x.as_str()).unwrap_or_default().to_string();
             body.chrome.title =

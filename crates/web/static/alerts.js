@@ -19,10 +19,23 @@ document.addEventListener("DOMContentLoaded", function () {
   function pad(n) {
     return (n < 10 ? "0" : "") + n;
   }
+  // In the organization's time zone (the table's data-tz), as the server-rendered rows are.
   function time(ms) {
     var d = new Date(ms);
-    return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
-      pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + " UTC";
+    try {
+      var parts = {};
+      new Intl.DateTimeFormat("en-US", {
+        timeZone: table.getAttribute("data-tz") || "UTC", year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short"
+      }).formatToParts(d).forEach(function (p) {
+        parts[p.type] = p.value;
+      });
+      return parts.year + "-" + parts.month + "-" + parts.day + " " + parts.hour + ":" + parts.minute + " " +
+        parts.timeZoneName;
+    } catch (e) {
+      return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
+        pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + " UTC";
+    }
   }
   function user(id) {
     return id === null || id === undefined ? "" : label("user." + id, "#" + id);

@@ -412,6 +412,8 @@ async fn sign_in_policies_are_shown_and_validated_before_they_change() {
         assert_eq!(page.status, StatusCode::OK, "[{engine}] {}", page.html);
         assert!(page.html.contains("IP 白名单") && page.html.contains("id=\"role-security\""), "[{engine}]");
         let csrf = page.hidden("csrf_token");
+        let audit = admin.get("/app/audit").await;
+        assert!(audit.html.contains(" UTC</td>") && !audit.html.contains(" CST</td>"), "[{engine}] times in UTC first");
         let bad = admin
             .post("/app/admin/security", &[("csrf_token", &csrf), ("allowlist", ""), ("time_zone", "Mars/Olympus")])
             .await;
@@ -422,6 +424,12 @@ async fn sign_in_policies_are_shown_and_validated_before_they_change() {
             .await;
         assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
         assert!(admin.get("/app/admin/security").await.html.contains("value=\"Asia/Shanghai\""), "[{engine}]");
+        // From the next page on, times are shown in the organization's time zone.
+        let audit = admin.get("/app/audit").await;
+        assert!(audit.html.contains(" CST</td>") && !audit.html.contains(" UTC</td>"), "[{engine}] times in CST");
+        let id = app.sql_i64("SELECT MIN(id) FROM customers").await;
+        let record = admin.get(&format!("/app/r/customers/{id}")).await;
+        assert!(record.html.contains(" CST</dd>"), "[{engine}] record times in CST");
     }
 }
 
