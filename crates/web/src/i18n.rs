@@ -129,6 +129,27 @@ impl Lang {
         }
     }
 
+    /// A validation message of the store (English, the JSON API's words) in this language: the messages the
+    /// record schema and the record checks give are known and translated; any other is shown as it is.
+    pub fn store_message(self, message: &str) -> String {
+        if self == Lang::En {
+            return message.to_string();
+        }
+        if let Some((_, zh)) = STORE_MESSAGES.iter().find(|(en, _)| *en == message) {
+            return (*zh).to_string();
+        }
+        if let Some(n) = message.strip_prefix("must be at most ").and_then(|m| m.strip_suffix(" characters")) {
+            return format!("最多 {n} 个字符");
+        }
+        if let Some(codes) = message.strip_prefix("must be one of: ") {
+            return format!("必须是以下之一:{codes}");
+        }
+        if let Some(module) = message.strip_prefix("no such ").and_then(|m| m.strip_suffix(" record")) {
+            return format!("没有这条{}记录", self.label("module", module));
+        }
+        message.to_string()
+    }
+
     /// Money in cents: `¥1,234.00` (zh) or `CNY 1,234.00` (en).
     pub fn money(self, cents: i64) -> String {
         let sign = if cents < 0 { "-" } else { "" };
@@ -158,6 +179,22 @@ fn group_thousands(n: u64) -> String {
     }
     out
 }
+
+/// The store's fixed validation messages and their Chinese (see [`Lang::store_message`]).
+static STORE_MESSAGES: &[(&str, &str)] = &[
+    ("is required", "为必填项"),
+    ("must be a whole number", "必须是整数"),
+    ("must not be negative", "不能为负数"),
+    ("must be a string", "必须是文本"),
+    ("must not contain control characters", "不能包含控制字符"),
+    ("must be an e-mail address", "必须是电子邮箱地址"),
+    ("must be a phone number (digits, spaces, + - ( ))", "必须是电话号码(数字、空格、+ - ( ))"),
+    ("must be a date YYYY-MM-DD", "必须是日期(YYYY-MM-DD)"),
+    ("unknown field", "未知字段"),
+    ("is read-only for you", "对您只读"),
+    ("must be a user id", "必须是用户编号"),
+    ("you may not assign records to this user", "您不能把记录分配给该用户"),
+];
 
 /// A cookie's value by name.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -736,6 +773,16 @@ mod tests {
         assert_eq!(Lang::Zh.datetime_in(1_795_961_100_000, "Asia/Shanghai"), "2026-11-29 22:05 CST");
         assert_eq!(Lang::En.datetime_in(1_795_961_100_000, "Europe/Berlin"), "Nov 29, 2026 15:05 CET");
         assert_eq!(Lang::Zh.datetime_in(1_795_961_100_000, "Mars/Olympus"), "2026-11-29 14:05 UTC", "unknown: UTC");
+    }
+
+    #[test]
+    fn known_store_messages_are_translated_and_others_kept() {
+        assert_eq!(Lang::Zh.store_message("is required"), "为必填项");
+        assert_eq!(Lang::Zh.store_message("must be at most 200 characters"), "最多 200 个字符");
+        assert_eq!(Lang::Zh.store_message("must be one of: a, b"), "必须是以下之一:a, b");
+        assert_eq!(Lang::Zh.store_message("no such customers record"), "没有这条客户记录");
+        assert_eq!(Lang::Zh.store_message("something new"), "something new");
+        assert_eq!(Lang::En.store_message("is required"), "is required");
     }
 
     /// Every literal id passed to `t(...)` in the templates and the code is in the catalog, so no page shows `?`.

@@ -623,7 +623,7 @@ pub async fn save(
     match scoped.update(module, id, &patch).await {
         Ok(_) => axum::response::Redirect::to(&format!("/app/r/{module}/{id}")).into_response(),
         Err(StoreError::Invalid(errors)) => {
-            let errors = errors.into_iter().map(|e| (e.field, e.message)).collect();
+            let errors = errors.into_iter().map(|e| (e.field, v.lang.store_message(&e.message))).collect();
             let path = format!("/app/r/{module}/{id}/edit");
             let mut chrome = v.chrome("record.edit", &path);
             chrome.title = format!("{} · {}", v.lang.t("record.edit"), v.lang.label("module", module.as_str()));

@@ -208,6 +208,19 @@ async fn a_record_one_may_not_see_is_the_not_found_page_and_values_are_escaped()
             .await;
         assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {}", bad.html);
         assert!(bad.html.contains("id=\"err-email\"") && bad.html.contains("not-an-email"), "[{engine}]");
+        assert!(bad.html.contains("must be an e-mail address"), "[{engine}] the store's message, in English");
+        // The same in Chinese: a known store message is translated.
+        let mut zh = Browser::new(&app, "zh-CN");
+        zh.sign_in("rep.north1").await;
+        let zh_form = zh.get(&format!("/app/r/customers/{own}/edit")).await;
+        let zh_csrf = zh_form.hidden("csrf_token");
+        let zh_bad = zh
+            .post(
+                &format!("/app/r/customers/{own}/edit"),
+                &[("csrf_token", &zh_csrf), ("name", "Acme"), ("email", "not-an-email")],
+            )
+            .await;
+        assert!(zh_bad.html.contains("必须是电子邮箱地址"), "[{engine}] translated: {}", zh_bad.html);
         let good =
             b.post(&format!("/app/r/customers/{own}/edit"), &[("csrf_token", &csrf), ("name", "Acme 北方")]).await;
         assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
