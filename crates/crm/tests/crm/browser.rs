@@ -11,7 +11,8 @@
 //! - an administrator hides a field in the field permissions matrix and it leaves the user's page on reload;
 //! - MFA enrolment from the account page, then a sign-in with its second step;
 //! - a bulk export by a manager raises an alert that appears live on the administrator's open alerts dashboard,
-//!   which the administrator acknowledges and resolves there.
+//!   which the administrator acknowledges and resolves there;
+//! - an administrator views the application as a representative (their count, read-only, under a banner).
 //!
 //! Screenshots of the main screens go to `<target>/ui-screenshots/`. chromium and chromedriver must be installed
 //! (`.ci/run` installs them); set `CRM_SKIP_BROWSER_TESTS=1` to skip on a machine without them.
@@ -512,6 +513,33 @@ async fn export_alert_appears_live(ui: &Ui) {
     admin.quit().await.expect("quit");
 }
 
+/// An administrator views the application as a representative: the representative's count, read-only, bannered.
+async fn admin_views_as_a_rep(ui: &Ui) {
+    let rep_token = ui.api_token("rep.north1").await;
+    let rep_total = ui.api_get(&rep_token, "/api/v1/customers/count").await;
+    let rep_total = rep_total["count"].as_i64().expect("count");
+    let admin_token = ui.api_token("admin").await;
+    let users = ui.api_get(&admin_token, "/api/v1/admin/users").await;
+    let rep_id = users
+        .as_array()
+        .or_else(|| users["items"].as_array())
+        .and_then(|us| us.iter().find(|u| u["username"] == "rep.north1"))
+        .and_then(|u| u["id"].as_i64())
+        .expect("the representative's id");
+    let d = ui.browser("view-as", "zh-CN,zh").await;
+    sign_in(ui, &d, "admin").await;
+    d.goto(ui.url(&format!("/app/admin/users/{rep_id}"))).await.expect("user page");
+    el(&d, By::Id("view-as"), "the view-as link").await.click().await.expect("click");
+    el(&d, By::Id("view-as-banner"), "the banner").await;
+    el(&d, By::Css("#view-as-modules a[href$='/r/customers']"), "customers").await.click().await.expect("click");
+    let total = el(&d, By::Id("total"), "total").await.attr("data-count").await.expect("attr");
+    assert_eq!(total.and_then(|t| t.parse::<i64>().ok()), Some(rep_total), "the representative's own count");
+    let banner = el(&d, By::Id("view-as-banner"), "the banner").await.text().await.expect("text");
+    assert!(banner.contains("rep.north1"), "the banner names the user: {banner}");
+    shot(&d, "view-as-rep-zh").await;
+    d.quit().await.expect("quit");
+}
+
 #[tokio::test]
 async fn the_web_ui_in_a_real_browser() {
     if std::env::var("CRM_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1") {
@@ -532,5 +560,6 @@ async fn the_web_ui_in_a_real_browser() {
     admin_hides_a_field(&ui).await;
     mfa_enrolment_and_sign_in(&ui).await;
     export_alert_appears_live(&ui).await;
+    admin_views_as_a_rep(&ui).await;
     eprintln!("browser scenarios done in {:?}; screenshots in {}", started.elapsed(), screenshot_dir().display());
 }
