@@ -69,6 +69,22 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 }
 
 impl Access {
+    /// The same access for reading only: every right but `View` is dropped (create, edit, delete, export, import,
+    /// transfer, share, and revealing masked fields), so a store call that changes anything is refused exactly as
+    /// for a user who lacks the right. What can be viewed, and how each field shows (hidden, masked, clear), is
+    /// unchanged. Used when an administrator views the application as another user.
+    pub fn read_only(&self) -> Access {
+        let view = |(_, a): &(Module, Action)| *a == Action::View;
+        Access {
+            labelled: self.labelled.iter().filter(|(k, _)| view(k)).map(|(k, p)| (*k, p.clone())).collect(),
+            plain: self.plain.iter().filter(|(k, _)| view(k)).map(|(k, p)| (*k, p.clone())).collect(),
+            scopes: self.scopes.iter().filter(|(k, _)| view(k)).map(|(k, s)| (*k, s.clone())).collect(),
+            reveal: BTreeSet::new(),
+            modify_all: false,
+            ..self.clone()
+        }
+    }
+
     /// Compiles `user`'s access. A user missing from the directory, or not active, gets an `Access` that allows
     /// nothing.
     pub fn compile(config: &PolicyConfig, dir: Arc<Directory>, user: UserId) -> Access {

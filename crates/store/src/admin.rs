@@ -499,3 +499,33 @@ impl Scoped<'_> {
         Ok(out)
     }
 }
+
+impl<'s> Scoped<'s> {
+    /// A read-only handle on the store as `user` sees it, for an administrator's "view as user": the user's own
+    /// compiled access with every right but viewing removed ([`Access::read_only`]), so lists, counts and record
+    /// pages answer exactly what the user would see (never the administrator's wider set) and every write, export
+    /// or reveal is refused. Every read through the handle is audited with the administrator as the actor and the
+    /// viewed user as the subject; opening the view is audited as `admin.view_as`.
+    ///
+    /// Needs `users: view` with `user` within the caller's user scope (delegated administration), and `user`
+    /// active; otherwise `NotFound`, as if the user did not exist.
+    pub async fn view_as(&self, user: UserId) -> Result<Scoped<'s>, StoreError> {
+        let a = self.access();
+        let active = a.directory().user(user).is_some_and(|u| u.status == UserStatus::Active);
+        if !a.can(Module::Users, Action::View) || !active || !self.user_in_scope(user, Action::View) {
+            return Err(StoreError::NotFound);
+        }
+        let access = self.store.access_at(self.principal.org, user, self.principal.policy_version).await?;
+        let principal = crate::Principal {
+            org: self.principal.org,
+            user,
+            session_id: self.principal.session_id,
+            access: Arc::new(access.read_only()),
+            policy_version: self.principal.policy_version,
+        };
+        let scoped =
+            Scoped { store: self.store, principal, viewed_by: Some((self.principal.user, self.principal.session_id)) };
+        scoped.record_access(scoped.audit_entry("admin.view_as")).await?;
+        Ok(scoped)
+    }
+}

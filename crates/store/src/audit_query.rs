@@ -124,7 +124,14 @@ impl Store {
 impl Scoped<'_> {
     /// An entry by the caller, in their session.
     pub(crate) fn audit_entry(&self, action: &str) -> AuditEntry {
-        AuditEntry::new(self.principal.org, Some(self.principal.user), action).session(self.principal.session_id)
+        match self.viewed_by {
+            // Viewing as another user: the administrator acts, the viewed user is the subject.
+            Some((admin, session)) => {
+                AuditEntry::new(self.principal.org, Some(admin), action).session(session).subject(self.principal.user)
+            }
+            None => AuditEntry::new(self.principal.org, Some(self.principal.user), action)
+                .session(self.principal.session_id),
+        }
     }
 
     /// Records a data access durably before the caller answers (group commit).

@@ -177,6 +177,9 @@ pub struct Page {
 pub struct Scoped<'s> {
     pub(crate) store: &'s Store,
     pub(crate) principal: Principal,
+    /// Set when an administrator views the application as `principal`'s user ([`Scoped::view_as`]): the
+    /// administrator's user and session, who are the actor of every audit entry (the viewed user its subject).
+    pub(crate) viewed_by: Option<(UserId, i64)>,
 }
 
 pub(crate) fn arg_for(def: &FieldDef, v: &Value) -> Arg {
@@ -257,7 +260,7 @@ fn decode_cursor(s: &str, integer: bool) -> Result<(Value, i64), StoreError> {
 
 impl<'s> Scoped<'s> {
     pub(crate) fn new(store: &'s Store, principal: Principal) -> Self {
-        Scoped { store, principal }
+        Scoped { store, principal, viewed_by: None }
     }
 
     pub fn principal(&self) -> &Principal {

@@ -77,8 +77,8 @@ async fn account_page(state: &AppState, v: &Viewer, new_token: Option<String>) -
         sessions: sessions
             .into_iter()
             .map(|s| SessionRow {
-                started: l.datetime(s.created_at),
-                last_seen: l.datetime(s.last_seen_at),
+                started: v.datetime(s.created_at),
+                last_seen: v.datetime(s.last_seen_at),
                 ip: s.ip.unwrap_or_default(),
                 agent: agent(s.user_agent),
                 current: s.current,
@@ -87,7 +87,7 @@ async fn account_page(state: &AppState, v: &Viewer, new_token: Option<String>) -
         sign_ins: sign_ins
             .into_iter()
             .map(|s| SignInRow {
-                at: l.datetime(s.at),
+                at: v.datetime(s.at),
                 ip: s.ip.unwrap_or_default(),
                 agent: agent(s.user_agent),
                 result: l.label("result", &s.result),
@@ -101,8 +101,8 @@ async fn account_page(state: &AppState, v: &Viewer, new_token: Option<String>) -
                 id: t.id,
                 name: t.name,
                 prefix: t.prefix,
-                created: l.datetime(t.created_at),
-                expires: t.expires_at.map(|e| l.datetime(e)).unwrap_or_else(|| l.t("account.never").to_string()),
+                created: v.datetime(t.created_at),
+                expires: t.expires_at.map(|e| v.datetime(e)).unwrap_or_else(|| l.t("account.never").to_string()),
             })
             .collect(),
         mfa,

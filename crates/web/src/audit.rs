@@ -99,7 +99,7 @@ pub async fn page(
         .iter()
         .map(|e| EventRow {
             seq: e.seq,
-            time: v.lang.datetime(e.at),
+            time: v.datetime(e.at),
             actor: e.actor_id.map(|a| names.get(&a).cloned().unwrap_or_else(|| format!("#{a}"))).unwrap_or_default(),
             action: e.action.clone(),
             target: match (&e.module, e.record_id) {

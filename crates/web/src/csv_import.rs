@@ -94,7 +94,10 @@ pub async fn submit(
             let page = ImportPage {
                 chrome: chrome(&v, m, &path),
                 module: m,
-                errors: errors.into_iter().map(|e| format!("{}: {}", e.field, e.message)).collect(),
+                errors: errors
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.field, v.lang.store_message(&e.message)))
+                    .collect(),
                 csv: form.csv,
                 created: None,
             };

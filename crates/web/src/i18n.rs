@@ -104,12 +104,20 @@ impl Lang {
         }
     }
 
-    /// Milliseconds since the epoch, in UTC: `2026-11-29 14:05` (zh) or `Nov 29, 2026 14:05` (en).
+    /// Milliseconds since the epoch, in UTC: `2026-11-29 14:05 UTC` (zh) or `Nov 29, 2026 14:05 UTC` (en).
     pub fn datetime(self, ms: i64) -> String {
+        self.datetime_in(ms, "UTC")
+    }
+
+    /// Milliseconds since the epoch in the IANA time zone `tz` (the organization's; UTC when unknown), with the
+    /// zone's abbreviation: `2026-11-29 22:05 CST` (zh) or `Nov 29, 2026 22:05 CST` (en) in Asia/Shanghai.
+    pub fn datetime_in(self, ms: i64, tz: &str) -> String {
         let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else { return String::new() };
+        let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+        let local = ts.to_zoned_datetime(zone);
         match self {
-            Lang::Zh => ts.strftime("%Y-%m-%d %H:%M UTC").to_string(),
-            Lang::En => ts.strftime("%b %-d, %Y %H:%M UTC").to_string(),
+            Lang::Zh => local.strftime("%Y-%m-%d %H:%M %Z").to_string(),
+            Lang::En => local.strftime("%b %-d, %Y %H:%M %Z").to_string(),
         }
     }
 
@@ -119,6 +127,27 @@ impl Lang {
             (Lang::En, Ok(d)) => d.strftime("%b %-d, %Y").to_string(),
             _ => iso.to_string(),
         }
+    }
+
+    /// A validation message of the store (English, the JSON API's words) in this language: the messages the
+    /// record schema and the record checks give are known and translated; any other is shown as it is.
+    pub fn store_message(self, message: &str) -> String {
+        if self == Lang::En {
+            return message.to_string();
+        }
+        if let Some((_, zh)) = STORE_MESSAGES.iter().find(|(en, _)| *en == message) {
+            return (*zh).to_string();
+        }
+        if let Some(n) = message.strip_prefix("must be at most ").and_then(|m| m.strip_suffix(" characters")) {
+            return format!("最多 {n} 个字符");
+        }
+        if let Some(codes) = message.strip_prefix("must be one of: ") {
+            return format!("必须是以下之一:{codes}");
+        }
+        if let Some(module) = message.strip_prefix("no such ").and_then(|m| m.strip_suffix(" record")) {
+            return format!("没有这条{}记录", self.label("module", module));
+        }
+        message.to_string()
     }
 
     /// Money in cents: `¥1,234.00` (zh) or `CNY 1,234.00` (en).
@@ -150,6 +179,22 @@ fn group_thousands(n: u64) -> String {
     }
     out
 }
+
+/// The store's fixed validation messages and their Chinese (see [`Lang::store_message`]).
+static STORE_MESSAGES: &[(&str, &str)] = &[
+    ("is required", "为必填项"),
+    ("must be a whole number", "必须是整数"),
+    ("must not be negative", "不能为负数"),
+    ("must be a string", "必须是文本"),
+    ("must not contain control characters", "不能包含控制字符"),
+    ("must be an e-mail address", "必须是电子邮箱地址"),
+    ("must be a phone number (digits, spaces, + - ( ))", "必须是电话号码(数字、空格、+ - ( ))"),
+    ("must be a date YYYY-MM-DD", "必须是日期(YYYY-MM-DD)"),
+    ("unknown field", "未知字段"),
+    ("is read-only for you", "对您只读"),
+    ("must be a user id", "必须是用户编号"),
+    ("you may not assign records to this user", "您不能把记录分配给该用户"),
+];
 
 /// A cookie's value by name.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -597,6 +642,98 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("partitions.dimension", "分区维度", "Dimension"),
     ("partitions.values", "分区", "Partitions"),
     ("partitions.values_help", "取值(用逗号分隔,例如 华东, 华南)", "Values (comma-separated, e.g. 华东, 华南)"),
+    // Alerts (告警)
+    ("nav.alerts", "告警", "Alerts"),
+    ("alerts.title", "告警中心", "Alerts"),
+    ("alerts.detail_title", "告警详情", "Alert"),
+    (
+        "alerts.help",
+        "实时监控发现的异常操作。只显示您的审计查看范围内用户的告警;新告警会自动出现在列表顶部。",
+        "Abnormal operations found by real-time monitoring. Only alerts about users within your audit view scope are shown; new alerts appear at the top as they are raised.",
+    ),
+    ("alerts.status", "状态", "Status"),
+    ("alerts.rule", "规则", "Rule"),
+    ("alerts.severity", "级别", "Severity"),
+    ("alerts.subject", "涉及对象", "Subject"),
+    ("alerts.assignee", "处理人", "Assignee"),
+    ("alerts.any", "全部", "Any"),
+    ("alerts.none", "没有符合条件的告警。", "No alerts match."),
+    ("alerts.live_on", "实时告警:已连接", "Live feed: connected"),
+    ("alerts.live_off", "实时告警:未连接(正在重试)", "Live feed: not connected (retrying)"),
+    (
+        "alerts.live_lagged",
+        "实时告警:有告警未能及时显示,请刷新页面。",
+        "Live feed: some alerts were missed; reload the page.",
+    ),
+    ("alerts.back", "返回告警列表", "Back to the alerts"),
+    ("alerts.triggered", "触发时间", "Triggered"),
+    ("alerts.raised", "告警时间", "Raised"),
+    ("alerts.updated", "更新时间", "Updated"),
+    ("alerts.note", "处理说明", "Resolution note"),
+    ("alerts.what", "告警内容", "What was found"),
+    ("alerts.acknowledge", "确认告警", "Acknowledge"),
+    ("alerts.resolve", "处理完成", "Resolve"),
+    ("alerts.assign", "指派处理人", "Assign"),
+    ("alerts.nobody", "(不指派)", "(nobody)"),
+    ("alerts.note_required", "请填写处理说明。", "A resolution note is required."),
+    ("alerts.yes", "是", "yes"),
+    ("alerts.no", "否", "no"),
+    ("alert_status.open", "待处理", "Open"),
+    ("alert_status.acknowledged", "已确认", "Acknowledged"),
+    ("alert_status.resolved", "处理完成", "Resolved"),
+    ("alert_severity.low", "低", "Low"),
+    ("alert_severity.medium", "中", "Medium"),
+    ("alert_severity.high", "高", "High"),
+    ("alert_severity.critical", "严重", "Critical"),
+    ("alert_rule.failed_sign_ins_account", "账号多次登录失败", "Repeated failed sign-ins (account)"),
+    ("alert_rule.failed_sign_ins_ip", "同一地址多次登录失败", "Repeated failed sign-ins (address)"),
+    ("alert_rule.new_network", "陌生网络登录", "Sign-in from a new network"),
+    ("alert_rule.off_hours", "非工作时间操作", "Off-hours activity"),
+    ("alert_rule.bulk_read", "批量查看", "Bulk reading"),
+    ("alert_rule.large_export", "大量导出", "Large export"),
+    ("alert_rule.repeated_exports", "频繁导出", "Repeated exports"),
+    ("alert_rule.mass_delete", "批量删除", "Mass delete"),
+    ("alert_rule.mass_transfer", "批量转移", "Mass transfer"),
+    ("alert_rule.reveals", "频繁查看敏感字段", "Repeated reveals"),
+    ("alert_rule.privilege_change", "权限变更", "Privilege change"),
+    ("alert_rule.probing", "越权试探", "Probing"),
+    ("alert_rule.baseline", "偏离日常行为", "Unusual activity"),
+    ("alert_detail.rows", "行数", "Rows"),
+    ("alert_detail.count", "次数", "Count"),
+    ("alert_detail.threshold", "阈值", "Threshold"),
+    ("alert_detail.window_minutes", "时间窗口(分钟)", "Window (minutes)"),
+    ("alert_detail.module", "模块", "Module"),
+    ("alert_detail.ip", "地址", "Address"),
+    ("alert_detail.network", "网络", "Network"),
+    ("alert_detail.known_networks", "常用网络", "Known networks"),
+    ("alert_detail.failures", "失败次数", "Failures"),
+    ("alert_detail.denials", "拒绝次数", "Denials"),
+    ("alert_detail.records_read", "查看记录数", "Records read"),
+    ("alert_detail.action", "操作", "Action"),
+    ("alert_detail.limit", "上限", "Limit"),
+    ("alert_detail.local_time", "当地时间", "Local time"),
+    ("alert_detail.time_zone", "时区", "Time zone"),
+    ("alert_detail.working_hours", "工作时间", "Working hours"),
+    ("alert_detail.explanation", "说明", "Explanation"),
+    ("alert_detail.response", "自动响应", "Response"),
+    ("alert_detail.roles", "角色", "Roles"),
+    ("alert_detail.change", "变更", "Change"),
+    ("alert_detail.users", "用户", "Users"),
+    ("alert_detail.metric", "指标", "Metric"),
+    ("alert_detail.current", "当前值", "Current"),
+    ("alert_detail.mean", "平均值", "Mean"),
+    ("alert_detail.stddev", "标准差", "Standard deviation"),
+    ("alert_detail.sigma", "偏离倍数", "Sigma"),
+    // View as user
+    ("view_as.title", "以用户身份查看", "View as user"),
+    (
+        "view_as.banner",
+        "您正在以 {user} 的身份只读查看:所见即该用户所见。此次查看已记入审计日志。",
+        "You are viewing as {user}, read-only: you see what this user sees. This view is recorded in the audit log.",
+    ),
+    ("view_as.exit", "结束查看", "Stop viewing"),
+    ("view_as.modules", "该用户可见的模块", "Modules this user may view"),
+    ("view_as.open", "以该用户身份查看(只读)", "View as this user (read-only)"),
     // Guide
     ("guide.title", "权限指南", "Permission guide"),
 ];
@@ -633,6 +770,19 @@ mod tests {
         // 2026-11-29T14:05:00Z
         assert_eq!(Lang::Zh.datetime(1_795_961_100_000), "2026-11-29 14:05 UTC");
         assert_eq!(Lang::En.datetime(1_795_961_100_000), "Nov 29, 2026 14:05 UTC");
+        assert_eq!(Lang::Zh.datetime_in(1_795_961_100_000, "Asia/Shanghai"), "2026-11-29 22:05 CST");
+        assert_eq!(Lang::En.datetime_in(1_795_961_100_000, "Europe/Berlin"), "Nov 29, 2026 15:05 CET");
+        assert_eq!(Lang::Zh.datetime_in(1_795_961_100_000, "Mars/Olympus"), "2026-11-29 14:05 UTC", "unknown: UTC");
+    }
+
+    #[test]
+    fn known_store_messages_are_translated_and_others_kept() {
+        assert_eq!(Lang::Zh.store_message("is required"), "为必填项");
+        assert_eq!(Lang::Zh.store_message("must be at most 200 characters"), "最多 200 个字符");
+        assert_eq!(Lang::Zh.store_message("must be one of: a, b"), "必须是以下之一:a, b");
+        assert_eq!(Lang::Zh.store_message("no such customers record"), "没有这条客户记录");
+        assert_eq!(Lang::Zh.store_message("something new"), "something new");
+        assert_eq!(Lang::En.store_message("is required"), "is required");
     }
 
     /// Every literal id passed to `t(...)` in the templates and the code is in the catalog, so no page shows `?`.

@@ -8,6 +8,7 @@
 
 mod account;
 mod admin;
+mod alerts;
 mod assets;
 mod audit;
 mod csv_import;
@@ -22,6 +23,7 @@ mod security;
 mod signin;
 mod user_admin;
 mod view;
+mod view_as;
 mod viewer;
 
 use axum::Router;
@@ -44,6 +46,12 @@ pub fn routes() -> Router<AppState> {
         .route("/app/lang/{code}", get(signin::switch_language))
         .route("/app/static/app.css", get(assets::css))
         .route("/app/static/app.js", get(assets::js))
+        .route("/app/static/alerts.js", get(assets::alerts_js))
+        .route("/app/alerts", get(alerts::list))
+        .route("/app/alerts/{id}", get(alerts::show))
+        .route("/app/alerts/{id}/acknowledge", post(alerts::acknowledge))
+        .route("/app/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/app/alerts/{id}/assign", post(alerts::assign))
         .route("/app/guide", get(guide::page))
         .route("/app/account", get(account::page))
         .route("/app/account/mfa", get(account::mfa_page).post(account::mfa_begin))
@@ -53,6 +61,9 @@ pub fn routes() -> Router<AppState> {
         .route("/app/admin/users/{id}/status", post(admin::set_user_status))
         .route("/app/admin/users/{id}", get(user_admin::show).post(user_admin::save))
         .route("/app/admin/users/{id}/reset-password", post(user_admin::reset_password))
+        .route("/app/admin/users/{id}/view", get(view_as::index))
+        .route("/app/admin/users/{id}/view/r/{module}", get(view_as::list))
+        .route("/app/admin/users/{id}/view/r/{module}/{record}", get(view_as::record))
         .route("/app/admin/users/{id}/reset-mfa", post(user_admin::reset_mfa))
         .route("/app/admin/roles/{id}", get(admin::role).post(admin::save_role))
         .route("/app/admin/explain", get(admin::explain))

@@ -31,7 +31,7 @@ pub struct Column {
 }
 
 /// The columns of `module` the viewer may read (hidden ones are not offered, so not shown).
-fn columns(module: Module, v: &Viewer) -> Vec<Column> {
+pub(crate) fn columns(module: Module, v: &Viewer) -> Vec<Column> {
     // The title field is the row's heading (a link), not a column of its own.
     list_columns(module)
         .iter()
@@ -41,7 +41,7 @@ fn columns(module: Module, v: &Viewer) -> Vec<Column> {
         .collect()
 }
 
-fn rows(module: Module, items: &[RecordOut], cols: &[Column], v: &Viewer) -> Vec<Row> {
+pub(crate) fn rows(module: Module, items: &[RecordOut], cols: &[Column], v: &Viewer) -> Vec<Row> {
     let title = title_field(module);
     items
         .iter()
@@ -79,14 +79,14 @@ fn clone_field(f: &FieldView) -> FieldView {
 }
 
 /// A record module named in a path; anything else is the not-found page.
-fn record_module(name: &str, lang: Lang) -> Result<Module, PageError> {
+pub(crate) fn record_module(name: &str, lang: Lang) -> Result<Module, PageError> {
     name.parse::<Module>()
         .ok()
         .filter(|m| m.is_record_module())
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "error.not_found", lang))
 }
 
-fn record_id(id: &str, lang: Lang) -> Result<RecordId, PageError> {
+pub(crate) fn record_id(id: &str, lang: Lang) -> Result<RecordId, PageError> {
     id.parse::<i64>()
         .ok()
         .filter(|i| *i > 0)
@@ -380,7 +380,7 @@ async fn record_page(
     let fields = record_fields(module, &record, &v.principal().access, v.lang);
     let system = ["owner_id", "created_at", "updated_at"]
         .into_iter()
-        .map(|n| (v.lang.label("field", n), system_value(n, &record, v.lang)))
+        .map(|n| (v.lang.label("field", n), system_value(n, &record, v.lang, &v.session.time_zone)))
         .collect();
     let mut related = Vec::new();
     for child in children(module).into_iter().filter(|c| v.can(*c, Action::View)) {
@@ -623,7 +623,7 @@ pub async fn save(
     match scoped.update(module, id, &patch).await {
         Ok(_) => axum::response::Redirect::to(&format!("/app/r/{module}/{id}")).into_response(),
         Err(StoreError::Invalid(errors)) => {
-            let errors = errors.into_iter().map(|e| (e.field, e.message)).collect();
+            let errors = errors.into_iter().map(|e| (e.field, v.lang.store_message(&e.message))).collect();
             let path = format!("/app/r/{module}/{id}/edit");
             let mut chrome = v.chrome("record.edit", &path);
             chrome.title = format!("{} · {}", v.lang.t("record.edit"), v.lang.label("module", module.as_str()));

@@ -64,9 +64,9 @@ pub fn format_value(kind: FieldKind, raw: &serde_json::Value, lang: Lang) -> (St
 }
 
 /// A system column (owner, times) in the viewer's language.
-pub fn system_value(name: &str, record: &RecordOut, lang: Lang) -> String {
+pub fn system_value(name: &str, record: &RecordOut, lang: Lang, tz: &str) -> String {
     match (name, record.get(name).and_then(|v| v.as_i64())) {
-        ("created_at" | "updated_at", Some(ms)) => lang.datetime(ms),
+        ("created_at" | "updated_at", Some(ms)) => lang.datetime_in(ms, tz),
         (_, Some(n)) => format!("#{n}"),
         _ => String::new(),
     }

@@ -36,6 +36,10 @@ impl Viewer {
     pub fn principal(&self) -> &Principal {
         &self.session.principal
     }
+    /// A time (ms since the epoch) in the organization's time zone and the viewer's language.
+    pub fn datetime(&self, ms: i64) -> String {
+        self.lang.datetime_in(ms, &self.session.time_zone)
+    }
     pub fn can(&self, module: Module, action: Action) -> bool {
         self.session.principal.access.can(module, action)
     }

@@ -9,7 +9,10 @@
 //! - an administrator changes the representatives' data scope in the role matrix and the representative's open
 //!   page gains, then loses, the team's records on reload (and the role round-trips through the page);
 //! - an administrator hides a field in the field permissions matrix and it leaves the user's page on reload;
-//! - MFA enrolment from the account page, then a sign-in with its second step.
+//! - MFA enrolment from the account page, then a sign-in with its second step;
+//! - a bulk export by a manager raises an alert that appears live on the administrator's open alerts dashboard,
+//!   which the administrator acknowledges and resolves there;
+//! - an administrator views the application as a representative (their count, read-only, under a banner).
 //!
 //! Screenshots of the main screens go to `<target>/ui-screenshots/`. chromium and chromedriver must be installed
 //! (`.ci/run` installs them); set `CRM_SKIP_BROWSER_TESTS=1` to skip on a machine without them.
@@ -430,6 +433,113 @@ async fn mfa_enrolment_and_sign_in(ui: &Ui) {
     d.quit().await.expect("quit");
 }
 
+/// A bulk export raises an alert that appears live on the administrator's open dashboard (server-sent events, no
+/// reload), which the administrator then acknowledges and resolves through the page's forms.
+async fn export_alert_appears_live(ui: &Ui) {
+    let admin = ui.browser("alerts", "zh-CN,zh").await;
+    sign_in(ui, &admin, "admin").await;
+    el(&admin, By::Id("nav-alerts"), "the alerts link in the admin's navigation").await.click().await.expect("click");
+    // The live feed is connected before anything happens (its status line says so).
+    el(&admin, By::Css("#alert-live[data-live='on']"), "the live feed connected").await;
+    let known: Vec<String> = {
+        let mut ids = Vec::new();
+        for row in admin.find_all(By::Css("tr.alert-row")).await.expect("rows") {
+            ids.push(row.attr("data-id").await.expect("attr").unwrap_or_default());
+        }
+        ids
+    };
+
+    // The administrator lowers the export rule's threshold through the monitoring rules API (no inline block).
+    let admin_token = ui.api_token("admin").await;
+    let http = reqwest::Client::new();
+    let mut doc = ui.api_get(&admin_token, "/api/v1/admin/monitoring/rules").await;
+    doc["rules"]["large_export"]["threshold"] = serde_json::json!(5);
+    doc["rules"]["large_export"]["block_above"] = serde_json::Value::Null;
+    let res = http
+        .put(ui.url("/api/v1/admin/monitoring/rules"))
+        .bearer_auth(&admin_token)
+        .json(&doc)
+        .send()
+        .await
+        .expect("PUT rules");
+    assert_eq!(res.status(), 200, "the rules are saved: {}", res.text().await.unwrap_or_default());
+
+    // A sales manager exports the team's customers through the JSON API.
+    let manager = ui.api_token("manager.north").await;
+    let res = http.get(ui.url("/api/v1/customers/export.csv")).bearer_auth(&manager).send().await.expect("export");
+    assert_eq!(res.status(), 200, "the manager's export");
+    let csv = res.text().await.expect("CSV");
+    assert!(csv.lines().count() > 6, "more rows than the threshold were exported");
+
+    // The alert appears on the open page without a reload: a new row of the export rule.
+    let started = Instant::now();
+    let row = loop {
+        let mut found = None;
+        for row in admin.find_all(By::Css("tr.alert-row.alert-new")).await.expect("rows") {
+            let id = row.attr("data-id").await.expect("attr").unwrap_or_default();
+            let rule = row.find(By::Css(".alert-rule")).await.expect("rule cell").text().await.expect("text");
+            if !known.contains(&id) && rule == "大量导出" {
+                found = Some((id, row));
+                break;
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no live large-export alert on the page within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (id, row) = row;
+    let text = row.text().await.expect("row text");
+    assert!(text.contains("manager.north") && text.contains("待处理"), "the row names the subject and status: {text}");
+    eprintln!("live alert {id} after {:?}", started.elapsed());
+    shot(&admin, "alerts-dashboard-zh").await;
+
+    // Acknowledge, then resolve with a note, through the page.
+    row.find(By::Css("a")).await.expect("link").click().await.expect("click");
+    el(&admin, By::Id("acknowledge"), "acknowledge button").await.click().await.expect("click");
+    el(&admin, By::Css("#alert-status[data-status='acknowledged']"), "acknowledged").await;
+    el(&admin, By::Id("resolve-note"), "note")
+        .await
+        .send_keys("Quarterly list for the team; approved")
+        .await
+        .expect("type");
+    el(&admin, By::Id("resolve"), "resolve button").await.click().await.expect("click");
+    el(&admin, By::Css("#alert-status[data-status='resolved']"), "resolved").await;
+    let note = el(&admin, By::Id("alert-note"), "the note").await.text().await.expect("text");
+    assert_eq!(note, "Quarterly list for the team; approved");
+    let stored = ui.api_get(&admin_token, &format!("/api/v1/alerts/{id}")).await;
+    assert_eq!(stored["status"], "resolved", "{stored}");
+    admin.quit().await.expect("quit");
+}
+
+/// An administrator views the application as a representative: the representative's count, read-only, bannered.
+async fn admin_views_as_a_rep(ui: &Ui) {
+    let rep_token = ui.api_token("rep.north1").await;
+    let rep_total = ui.api_get(&rep_token, "/api/v1/customers/count").await;
+    let rep_total = rep_total["count"].as_i64().expect("count");
+    let admin_token = ui.api_token("admin").await;
+    let users = ui.api_get(&admin_token, "/api/v1/admin/users").await;
+    let rep_id = users
+        .as_array()
+        .or_else(|| users["items"].as_array())
+        .and_then(|us| us.iter().find(|u| u["username"] == "rep.north1"))
+        .and_then(|u| u["id"].as_i64())
+        .expect("the representative's id");
+    let d = ui.browser("view-as", "zh-CN,zh").await;
+    sign_in(ui, &d, "admin").await;
+    d.goto(ui.url(&format!("/app/admin/users/{rep_id}"))).await.expect("user page");
+    el(&d, By::Id("view-as"), "the view-as link").await.click().await.expect("click");
+    el(&d, By::Id("view-as-banner"), "the banner").await;
+    el(&d, By::Css("#view-as-modules a[href$='/r/customers']"), "customers").await.click().await.expect("click");
+    let total = el(&d, By::Id("total"), "total").await.attr("data-count").await.expect("attr");
+    assert_eq!(total.and_then(|t| t.parse::<i64>().ok()), Some(rep_total), "the representative's own count");
+    let banner = el(&d, By::Id("view-as-banner"), "the banner").await.text().await.expect("text");
+    assert!(banner.contains("rep.north1"), "the banner names the user: {banner}");
+    shot(&d, "view-as-rep-zh").await;
+    d.quit().await.expect("quit");
+}
+
 #[tokio::test]
 async fn the_web_ui_in_a_real_browser() {
     if std::env::var("CRM_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1") {
@@ -449,5 +559,7 @@ async fn the_web_ui_in_a_real_browser() {
     admin_changes_a_reps_scope(&ui).await;
     admin_hides_a_field(&ui).await;
     mfa_enrolment_and_sign_in(&ui).await;
+    export_alert_appears_live(&ui).await;
+    admin_views_as_a_rep(&ui).await;
     eprintln!("browser scenarios done in {:?}; screenshots in {}", started.elapsed(), screenshot_dir().display());
 }

@@ -208,6 +208,19 @@ async fn a_record_one_may_not_see_is_the_not_found_page_and_values_are_escaped()
             .await;
         assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {}", bad.html);
         assert!(bad.html.contains("id=\"err-email\"") && bad.html.contains("not-an-email"), "[{engine}]");
+        assert!(bad.html.contains("must be an e-mail address"), "[{engine}] the store's message, in English");
+        // The same in Chinese: a known store message is translated.
+        let mut zh = Browser::new(&app, "zh-CN");
+        zh.sign_in("rep.north1").await;
+        let zh_form = zh.get(&format!("/app/r/customers/{own}/edit")).await;
+        let zh_csrf = zh_form.hidden("csrf_token");
+        let zh_bad = zh
+            .post(
+                &format!("/app/r/customers/{own}/edit"),
+                &[("csrf_token", &zh_csrf), ("name", "Acme"), ("email", "not-an-email")],
+            )
+            .await;
+        assert!(zh_bad.html.contains("必须是电子邮箱地址"), "[{engine}] translated: {}", zh_bad.html);
         let good =
             b.post(&format!("/app/r/customers/{own}/edit"), &[("csrf_token", &csrf), ("name", "Acme 北方")]).await;
         assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
@@ -412,6 +425,8 @@ async fn sign_in_policies_are_shown_and_validated_before_they_change() {
         assert_eq!(page.status, StatusCode::OK, "[{engine}] {}", page.html);
         assert!(page.html.contains("IP 白名单") && page.html.contains("id=\"role-security\""), "[{engine}]");
         let csrf = page.hidden("csrf_token");
+        let audit = admin.get("/app/audit").await;
+        assert!(audit.html.contains(" UTC</td>") && !audit.html.contains(" CST</td>"), "[{engine}] times in UTC first");
         let bad = admin
             .post("/app/admin/security", &[("csrf_token", &csrf), ("allowlist", ""), ("time_zone", "Mars/Olympus")])
             .await;
@@ -422,6 +437,12 @@ async fn sign_in_policies_are_shown_and_validated_before_they_change() {
             .await;
         assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
         assert!(admin.get("/app/admin/security").await.html.contains("value=\"Asia/Shanghai\""), "[{engine}]");
+        // From the next page on, times are shown in the organization's time zone.
+        let audit = admin.get("/app/audit").await;
+        assert!(audit.html.contains(" CST</td>") && !audit.html.contains(" UTC</td>"), "[{engine}] times in CST");
+        let id = app.sql_i64("SELECT MIN(id) FROM customers").await;
+        let record = admin.get(&format!("/app/r/customers/{id}")).await;
+        assert!(record.html.contains(" CST</dd>"), "[{engine}] record times in CST");
     }
 }
 
@@ -665,5 +686,218 @@ async fn a_partition_grant_added_in_the_console_adds_a_region_until_removed() {
         let removed = admin.post(&format!("/app/admin/partitions/{id}/delete"), &[("csrf_token", &csrf)]).await;
         assert_eq!(removed.status, StatusCode::SEE_OTHER, "[{engine}]");
         assert_eq!(count(&rep.get("/app/r/customers").await.html), own, "[{engine}] removed: back to own");
+    }
+}
+
+/// Raises a large-export alert about the administrator through real operations: the monitor runs, the export
+/// rule's threshold is lowered through the rules API (as an administrator would), and the admin exports customers.
+async fn raise_large_export_alert(app: &TestApp, org: i64) -> (crm_store::MonitorHandle, serde_json::Value) {
+    use std::time::{Duration, Instant};
+    let monitor = app.store.start_monitor();
+    // The detector's first pass places its cursor at the present: wait for it, so the export comes after.
+    let started = Instant::now();
+    while app.sql_i64s(&format!("SELECT last_seq FROM monitor_cursor WHERE org_id = {org}")).await.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the detector did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = token(app, "admin").await;
+    let mut doc = app.get("/api/v1/admin/monitoring/rules", &admin).await.assert_status(200).json();
+    doc["rules"]["large_export"]["threshold"] = serde_json::json!(5);
+    doc["rules"]["large_export"]["block_above"] = serde_json::Value::Null;
+    let body = doc.to_string().into_bytes();
+    app.request(axum::http::Method::PUT, "/api/v1/admin/monitoring/rules", &admin, Some(("application/json", body)))
+        .await
+        .assert_status(200);
+    let step_up = serde_json::json!({"password": crm::demo::password_for("admin")});
+    app.post_json("/api/v1/session/step-up", &admin, &step_up).await.assert_status(200);
+    app.get("/api/v1/customers/export.csv", &admin).await.assert_status(200);
+    let started = Instant::now();
+    loop {
+        let page = app.get("/api/v1/alerts?rule=large_export", &admin).await.assert_status(200).json();
+        if let Some(a) = page["items"].as_array().and_then(|items| items.first()) {
+            return (monitor, a.clone());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no large_export alert within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_alerts_dashboard_shows_what_the_store_returns_and_runs_the_lifecycle_through_checked_forms() {
+    for engine in engines() {
+        let (app, demo) = demo_app(engine).await;
+        let (_monitor, alert) = raise_large_export_alert(&app, demo.org).await;
+        let id = alert["id"].as_i64().expect("alert id");
+        let rows = alert["detail"]["rows"].as_i64().expect("rows in the detail");
+
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let home = admin.get("/app").await;
+        assert!(home.html.contains("id=\"nav-alerts\""), "[{engine}] the admin's navigation links the dashboard");
+        let list = admin.get("/app/alerts").await;
+        assert_eq!(list.status, StatusCode::OK, "[{engine}] {}", list.html);
+        assert!(list.html.contains(&format!("data-id=\"{id}\"")), "[{engine}] the alert is listed");
+        assert!(
+            list.html.contains("大量导出") && list.html.contains("待处理"),
+            "[{engine}] rule and status translated"
+        );
+        assert!(list.html.contains("<script src=\"/app/static/alerts.js\""), "[{engine}] the live feed is a file");
+        assert!(!list.html.contains("<script>"), "[{engine}] no inline script");
+        // Filters: another status or rule leaves it out; the subject by username keeps it.
+        let resolved = admin.get("/app/alerts?status=resolved").await;
+        assert!(!resolved.html.contains(&format!("data-id=\"{id}\"")), "[{engine}] status filter");
+        let other = admin.get("/app/alerts?rule=mass_delete").await;
+        assert!(!other.html.contains(&format!("data-id=\"{id}\"")), "[{engine}] rule filter");
+        let mine = admin.get("/app/alerts?subject=admin&rule=large_export").await;
+        assert!(mine.html.contains(&format!("data-id=\"{id}\"")), "[{engine}] subject filter by username");
+
+        // The detail: what was compared, as the store returned it.
+        let detail = admin.get(&format!("/app/alerts/{id}")).await;
+        assert_eq!(detail.status, StatusCode::OK);
+        let zh_rows = crm_web::i18n::Lang::Zh.number(rows);
+        assert!(
+            detail.html.contains(&format!("data-key=\"rows\">{zh_rows}</dd>")),
+            "[{engine}] the row count: {}",
+            detail.html
+        );
+        assert!(detail.html.contains("data-key=\"threshold\">5</dd>"), "[{engine}] the threshold compared");
+
+        // Acknowledge: refused without the CSRF token, done with it.
+        let refused = admin.post(&format!("/app/alerts/{id}/acknowledge"), &[("csrf_token", "wrong")]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "[{engine}] acknowledge without CSRF");
+        let csrf = detail.hidden("csrf_token");
+        let acked = admin.post(&format!("/app/alerts/{id}/acknowledge"), &[("csrf_token", &csrf)]).await;
+        assert_eq!(acked.status, StatusCode::SEE_OTHER, "[{engine}] {}", acked.html);
+        let detail = admin.get(&format!("/app/alerts/{id}")).await;
+        assert!(detail.html.contains("data-status=\"acknowledged\""), "[{engine}] acknowledged");
+        assert!(!detail.html.contains("id=\"acknowledge\""), "[{engine}] no second acknowledge button");
+
+        // Assign to the auditor.
+        let auditor = demo.users["auditor"];
+        let assigned = admin
+            .post(&format!("/app/alerts/{id}/assign"), &[("csrf_token", &csrf), ("assignee", &auditor.to_string())])
+            .await;
+        assert_eq!(assigned.status, StatusCode::SEE_OTHER, "[{engine}] {}", assigned.html);
+        let detail = admin.get(&format!("/app/alerts/{id}")).await;
+        assert!(detail.html.contains("id=\"alert-assignee\">auditor</dd>"), "[{engine}] assigned: {}", detail.html);
+
+        // Resolve: a note is required; the note is shown escaped.
+        let blank = admin.post(&format!("/app/alerts/{id}/resolve"), &[("csrf_token", &csrf), ("note", "  ")]).await;
+        assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}]");
+        assert!(blank.html.contains("请填写处理说明"), "[{engine}] the translated reason");
+        let note = "Export for the <b>audit</b>, approved";
+        let done = admin.post(&format!("/app/alerts/{id}/resolve"), &[("csrf_token", &csrf), ("note", note)]).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "[{engine}] {}", done.html);
+        let detail = admin.get(&format!("/app/alerts/{id}")).await;
+        assert!(detail.html.contains("data-status=\"resolved\""), "[{engine}] resolved");
+        let escaped = detail.html.contains("&lt;b&gt;audit") || detail.html.contains("&#60;b&#62;audit");
+        assert!(escaped && !detail.html.contains("<b>audit"), "[{engine}] the note is shown escaped");
+        assert!(!detail.html.contains("id=\"resolve-form\""), "[{engine}] no actions on a resolved alert");
+        let admin_token = token(&app, "admin").await;
+        let stored = app.get(&format!("/api/v1/alerts/{id}"), &admin_token).await.assert_status(200).json();
+        assert_eq!(stored["status"], "resolved");
+        assert_eq!(stored["assignee_id"], auditor);
+        assert_eq!(stored["resolution_note"], note);
+
+        // English labels.
+        let mut en = Browser::new(&app, "en");
+        en.sign_in("admin").await;
+        let list = en.get("/app/alerts").await;
+        assert!(list.html.contains("Large export") && list.html.contains("Resolved"), "[{engine}] English");
+
+        // A representative may not see alerts: no link, and the same not-found page as a missing page.
+        let mut rep = Browser::new(&app, "zh-CN");
+        rep.sign_in("rep.north1").await;
+        assert!(!rep.get("/app").await.html.contains("nav-alerts"), "[{engine}] no link for a representative");
+        let missing = rep.get("/app/no-such-page").await;
+        for path in ["/app/alerts".to_string(), format!("/app/alerts/{id}")] {
+            let page = rep.get(&path).await;
+            assert_eq!(page.status, StatusCode::NOT_FOUND, "[{engine}] {path}");
+            assert_eq!(page.html, missing.html, "[{engine}] {path}: the same page as a missing one");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_administrator_views_as_a_user_exactly_their_records_read_only_and_audited() {
+    use crm_domain::Module;
+    for engine in engines() {
+        let (app, demo) = demo_app(engine).await;
+        let count = |html: &str| -> i64 {
+            let start = html.find("data-count=\"").expect("a count") + "data-count=\"".len();
+            html[start..].split('"').next().and_then(|n| n.parse().ok()).expect("a number")
+        };
+        let rep_id = demo.users["rep.north1"];
+        let admin_id = demo.users["admin"];
+        let mut rep = Browser::new(&app, "zh-CN");
+        rep.sign_in("rep.north1").await;
+        let rep_list = rep.get("/app/r/customers").await;
+        let own = count(&rep_list.html);
+        let mut admin = Browser::new(&app, "zh-CN");
+        admin.sign_in("admin").await;
+        let everything = count(&admin.get("/app/r/customers").await.html);
+        assert!(own < everything, "[{engine}] the representative sees fewer customers than the admin");
+
+        let user_page = admin.get(&format!("/app/admin/users/{rep_id}")).await;
+        assert!(user_page.html.contains("id=\"view-as\""), "[{engine}] the user page offers the view");
+        let before = app.sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE actor_id = {admin_id}")).await;
+        let list = admin.get(&format!("/app/admin/users/{rep_id}/view/r/customers")).await;
+        assert_eq!(list.status, StatusCode::OK, "[{engine}] {}", list.html);
+        assert!(list.html.contains("id=\"view-as-banner\"") && list.html.contains("rep.north1"), "[{engine}] banner");
+        assert_eq!(count(&list.html), own, "[{engine}] exactly the user's count, not the admin's");
+        // The same first page of records as the user's own list.
+        let ids = |html: &str, marker: &str| -> Vec<i64> {
+            html.match_indices(marker)
+                .filter_map(|(i, _)| html[i + marker.len()..].split('"').next()?.parse().ok())
+                .collect()
+        };
+        let seen = ids(&list.html, &format!("/app/admin/users/{rep_id}/view/r/customers/"));
+        assert_eq!(seen, ids(&rep_list.html, "href=\"/app/r/customers/"), "[{engine}] the same records");
+        assert!(!list.html.contains("export-csv") && !list.html.contains("import-csv"), "[{engine}] no export/import");
+
+        // A record page: read-only (no edit, share or reveal form; the only form is sign-out).
+        let first = seen[0];
+        let record = admin.get(&format!("/app/admin/users/{rep_id}/view/r/customers/{first}")).await;
+        assert_eq!(record.status, StatusCode::OK, "[{engine}] {}", record.html);
+        assert_eq!(record.html.matches("<form").count(), 1, "[{engine}] only the sign-out form: {}", record.html);
+        assert!(!record.html.contains("/reveal/") && !record.html.contains("/edit"), "[{engine}] no write links");
+        // A customer the user may not see: not found, although the administrator may see it.
+        let hidden = app
+            .sql_i64(&format!("SELECT MIN(id) FROM customers WHERE owner_id <> {rep_id} AND region <> '华北'"))
+            .await;
+        assert_eq!(admin.get(&format!("/app/r/customers/{hidden}")).await.status, StatusCode::OK);
+        let other = admin.get(&format!("/app/admin/users/{rep_id}/view/r/customers/{hidden}")).await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "[{engine}] outside the user's view");
+
+        // Audited: the administrator is the actor, the user the subject.
+        let entries = app
+            .sql_strings(&format!(
+                "SELECT action FROM audit_log WHERE actor_id = {admin_id} AND subject_id = {rep_id} ORDER BY seq"
+            ))
+            .await;
+        for action in ["admin.view_as", "record.list", "record.view"] {
+            assert!(entries.iter().any(|a| a == action), "[{engine}] {action} audited: {entries:?}");
+        }
+        let after = app.sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE actor_id = {admin_id}")).await;
+        assert!(after > before);
+        let as_rep = app
+            .sql_i64(&format!("SELECT COUNT(*) FROM audit_log WHERE actor_id = {rep_id} AND action = 'admin.view_as'"))
+            .await;
+        assert_eq!(as_rep, 0, "[{engine}] nothing is attributed to the user");
+
+        // Writes are impossible through the handle, even on the user's own record.
+        let sys = app.store.unscoped_system_access();
+        let principal = sys.principal_for(demo.org, admin_id).await.expect("admin principal");
+        let scoped = app.store.scoped(principal);
+        let viewed = scoped.view_as(rep_id).await.expect("view as the representative");
+        let mut patch = serde_json::Map::new();
+        patch.insert("name".into(), serde_json::json!("changed"));
+        assert!(viewed.update(Module::Customers, first, &patch).await.is_err(), "[{engine}] no edit");
+        assert!(!viewed.access().may_reveal(Module::Customers), "[{engine}] no reveal right");
+        assert!(viewed.export_csv(Module::Customers, &Default::default()).await.is_err(), "[{engine}] no export");
+
+        // Outside the admin pages: a representative may not view as anyone.
+        let refused = rep.get(&format!("/app/admin/users/{admin_id}/view/r/customers")).await;
+        assert_eq!(refused.status, StatusCode::NOT_FOUND, "[{engine}]");
     }
 }

@@ -595,6 +595,33 @@ fn widen(org: &Org, w: &Widening) -> Org {
 // Properties
 
 proptest! {
+    /// Viewing as another user: the read-only access decides viewing exactly as the user's own, and allows nothing
+    /// else (no write, export, share or reveal), whatever the roles and rules.
+    #[test]
+    fn property_read_only_access_views_as_the_user_and_does_nothing_else(org in org()) {
+        let config = org.config();
+        let dir = org.directory(ORG);
+        let records = org.records();
+        for user in org.people() {
+            let access = Access::compile(&config, Arc::clone(&dir), user);
+            let read_only = access.read_only();
+            for module in Module::ALL {
+                prop_assert_eq!(read_only.can(module, Action::View), access.can(module, Action::View));
+                prop_assert!(!read_only.may_reveal(module));
+            }
+            for action in Action::ALL {
+                for facts in &records {
+                    let module = facts.record.module;
+                    let expected = action == Action::View && access.decide(module, action, facts);
+                    prop_assert_eq!(read_only.decide(module, action, facts), expected, "user {} {} {}", user, action, facts.record.id);
+                    if action != Action::View {
+                        prop_assert!(!read_only.can(module, action));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn property_decide_agrees_with_explain_and_allowed_names_a_grant_and_no_restriction(org in org()) {
         let config = org.config();

@@ -86,6 +86,8 @@ pub struct Authenticated {
     pub step_up_ms: i64,
     /// Whether the user has a confirmed second factor.
     pub mfa_enabled: bool,
+    /// The organization's time zone (IANA name, from its security settings), for showing times to the user.
+    pub time_zone: String,
 }
 
 impl Authenticated {

@@ -149,6 +149,7 @@ pub(crate) async fn authenticate(store: &Store, token: &str, client: &ClientInfo
     };
     let principal = Principal { org: r.org, user: r.user, session_id, access, policy_version: r.version };
     let step_up_ms = i64::from(r.settings.sessions.step_up_minutes) * 60_000;
+    let time_zone = r.settings.time_zone.clone();
     crate::audit::note_auth(r.org, r.user, r.verified_at.is_some_and(|at| now - at <= step_up_ms));
     Ok(AuthOutcome::Valid(Box::new(Authenticated {
         principal,
@@ -158,6 +159,7 @@ pub(crate) async fn authenticate(store: &Store, token: &str, client: &ClientInfo
         restriction,
         step_up_ms,
         mfa_enabled: r.mfa_enabled,
+        time_zone,
     })))
 }
 
