@@ -85,6 +85,30 @@ impl Access {
         }
     }
 
+    /// What this user may view, limited to what `viewer` may view on their own (record by record and field by
+    /// field), and nothing else: the access an administrator gets when viewing the application as this user. Viewing
+    /// as someone never shows the viewer a record, a module or a clear field value they could not see themselves
+    /// (no escalation through "view as"); for a view-all administrator with clear fields it is exactly the user's view.
+    pub fn read_only_within(&self, viewer: &Access) -> Access {
+        let mut out = self.read_only();
+        let both = |mine: &HashMap<(Module, Action), Pred>, theirs: &HashMap<(Module, Action), Pred>| {
+            mine.iter()
+                .filter(|(k, _)| k.0.is_record_module())
+                .filter_map(|(k, p)| Some((*k, Pred::all(vec![p.clone(), theirs.get(k)?.clone()]))))
+                .collect::<HashMap<_, _>>()
+        };
+        out.labelled = both(&out.labelled, &viewer.labelled);
+        out.plain = both(&out.plain, &viewer.plain);
+        out.scopes.retain(|(module, action), _| module.is_record_module() && viewer.can(*module, *action));
+        for (module, fields) in out.fields.iter_mut() {
+            for (name, access) in fields.iter_mut() {
+                *access = (*access).min(viewer.field_access(*module, name)).min(FieldAccess::ReadOnly);
+            }
+        }
+        out.active = self.active && viewer.active;
+        out
+    }
+
     /// Compiles `user`'s access. A user missing from the directory, or not active, gets an `Access` that allows
     /// nothing.
     pub fn compile(config: &PolicyConfig, dir: Arc<Directory>, user: UserId) -> Access {

@@ -520,7 +520,7 @@ impl<'s> Scoped<'s> {
             org: self.principal.org,
             user,
             session_id: self.principal.session_id,
-            access: Arc::new(access.read_only()),
+            access: Arc::new(access.read_only_within(self.access())),
             policy_version: self.principal.policy_version,
         };
         let scoped =

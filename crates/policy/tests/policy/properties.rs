@@ -622,6 +622,40 @@ proptest! {
         }
     }
 
+    /// Viewing as another user never shows more than the viewer sees on their own: a record is viewable exactly
+    /// when both may view it, a field never shows more clearly than to either, and nothing else is allowed.
+    #[test]
+    fn property_viewing_as_another_user_never_shows_more_than_the_viewer_may_see(org in org()) {
+        let config = org.config();
+        let dir = org.directory(ORG);
+        let records = org.records();
+        let people = org.people();
+        let compiled: Vec<Access> = people.iter().map(|u| Access::compile(&config, Arc::clone(&dir), *u)).collect();
+        for viewer in &compiled {
+            for user in &compiled {
+                let as_user = user.read_only_within(viewer);
+                for facts in &records {
+                    let module = facts.record.module;
+                    let both = user.decide(module, Action::View, facts) && viewer.decide(module, Action::View, facts);
+                    prop_assert_eq!(as_user.decide(module, Action::View, facts), both, "viewer {} as {}", viewer.user, user.user);
+                    for action in Action::ALL.into_iter().filter(|a| *a != Action::View) {
+                        prop_assert!(!as_user.decide(module, action, facts));
+                    }
+                }
+                for module in Module::ALL {
+                    prop_assert!(!as_user.may_reveal(module));
+                    if let Some(s) = crm_domain::schema(module) {
+                        for f in s.fields {
+                            let shown = as_user.field_access(module, f.name);
+                            prop_assert!(shown <= user.field_access(module, f.name).min(FieldAccess::ReadOnly));
+                            prop_assert!(shown <= viewer.field_access(module, f.name));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn property_decide_agrees_with_explain_and_allowed_names_a_grant_and_no_restriction(org in org()) {
         let config = org.config();
