@@ -880,8 +880,9 @@ impl<'s> Scoped<'s> {
 
     pub async fn delete(&self, module: Module, id: RecordId) -> Result<(), StoreError> {
         let s = self.require_module(module, Action::Delete)?;
-        // The inline monitoring rule (mass delete) decides before anything is written.
-        self.guard_delete().await?;
+        // The inline monitoring rule (mass delete) is part of the record's DELETE below: it decides before
+        // anything is written, in the same statement.
+        let limit = self.delete_limit().await?;
         let mut tx = self.db().begin_write().await?;
         let facts =
             load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
@@ -904,12 +905,6 @@ impl<'s> Scoped<'s> {
                 }
             }
         }
-        for table in ["record_team", "record_shares"] {
-            let mut q = self.db().sql();
-            q.push("DELETE FROM ").push(table).push(" WHERE org_id = ").bind(self.principal.org);
-            q.push(" AND module = ").bind(module.as_str()).push(" AND record_id = ").bind(id);
-            q.execute(&mut *tx).await?;
-        }
         let mut q = self.db().sql();
         q.push("DELETE FROM ")
             .push(s.table)
@@ -917,7 +912,32 @@ impl<'s> Scoped<'s> {
             .bind(self.principal.org)
             .push(" AND id = ")
             .bind(id);
-        q.execute(&mut *tx).await?;
+        if let Some(limit) = &limit {
+            q.push(" AND ");
+            limit.push_count(&mut q, self.principal.org, self.principal.user);
+            q.push(" < ").bind(i64::try_from(limit.max).unwrap_or(i64::MAX));
+        }
+        if q.execute(&mut *tx).await? == 0 {
+            // Nothing deleted (the transaction rolls back): the rule stopped it, or another request deleted the
+            // record after it was read.
+            if let Some(limit) = &limit {
+                let mut c = self.db().sql();
+                c.push("SELECT ");
+                limit.push_count(&mut c, self.principal.org, self.principal.user);
+                c.push(" AS n");
+                let n: i64 = c.fetch_one(&mut *tx).await?.try_get("n")?;
+                if n as u64 >= limit.max {
+                    return Err(limit.refusal());
+                }
+            }
+            return Err(StoreError::NotFound);
+        }
+        for table in ["record_team", "record_shares"] {
+            let mut q = self.db().sql();
+            q.push("DELETE FROM ").push(table).push(" WHERE org_id = ").bind(self.principal.org);
+            q.push(" AND module = ").bind(module.as_str()).push(" AND record_id = ").bind(id);
+            q.execute(&mut *tx).await?;
+        }
         let e = self
             .audit_entry("record.delete")
             .record(module, id)
