@@ -43,7 +43,7 @@ pub async fn monitor(store: &Store, iters: usize, rate: u64, incidents: usize) -
     println!("inline guard              p50 ms   p99 ms   (goal: p99 ≤ 0.200 ms added per request)");
     println!("export (cached rules)   {:>8} {:>8}", ms(ge.p50), ms(ge.p99));
     println!("delete (indexed COUNT)  {:>8} {:>8}   (standalone: its own round trip)", ms(gd.p50), ms(gd.p99));
-    let (with_rule, without_rule) = delete_requests(store, demo.org, admin.user, iters.min(2000)).await?;
+    let (with_rule, without_rule) = delete_requests(store, &demo).await?;
     println!(
         "delete requests: with the rule in the DELETE p50 {} p99 {}, without the rule p50 {} p99 {} (ms)",
         ms(with_rule.p50),
@@ -150,29 +150,28 @@ pub async fn monitor(store: &Store, iters: usize, rate: u64, incidents: usize) -
     }))
 }
 
-/// Whole delete requests (`Scoped::delete`) with the mass-delete rule on (its limit raised so it never refuses: the
-/// count still runs inside the DELETE) and off, in alternating blocks so both see the same machine; `n` of each.
-async fn delete_requests(
-    store: &Store,
-    org: crm_domain::OrgId,
-    admin: crm_domain::UserId,
-    n: usize,
-) -> anyhow::Result<(Stats, Stats)> {
+/// Whole delete requests (`Scoped::delete`) with the mass-delete rule on (its default limit, 100 in 10 minutes:
+/// the count inside the DELETE sees 0 to 98 earlier deletes) and off. Each block is one representative creating 99
+/// leads and deleting them, timed; on and off alternate over the demo's six representatives.
+async fn delete_requests(store: &Store, demo: &crm::demo::DemoOrg) -> anyhow::Result<(Stats, Stats)> {
     let sys = store.unscoped_system_access();
-    let (mut with_rule, mut without_rule) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let blocks = 4;
-    for block in 0..blocks * 2 {
+    let admin = *demo.users.get("admin").context("no admin")?;
+    let (mut with_rule, mut without_rule) = (Vec::new(), Vec::new());
+    let reps = ["rep.north1", "rep.east1", "rep.south1", "rep.north2", "rep.east2", "rep.south2"];
+    for (block, rep) in reps.iter().enumerate() {
         let enabled = block % 2 == 0;
-        let scoped = store.scoped(sys.principal_for(org, admin).await?);
+        let scoped = store.scoped(sys.principal_for(demo.org, admin).await?);
         let mut config = scoped.monitor_rules().await?;
         let mut rule = config.rule("mass_delete");
         rule.enabled = enabled;
-        rule.block_above = Some(1_000_000);
+        rule.block_above = Some(100);
+        rule.window_minutes = 10;
         config.rules.insert("mass_delete".into(), rule);
         scoped.set_monitor_rules(config).await?;
-        let scoped = store.scoped(sys.principal_for(org, admin).await?);
+        let user = *demo.users.get(*rep).with_context(|| format!("no {rep}"))?;
+        let scoped = store.scoped(sys.principal_for(demo.org, user).await?);
         let mut ids = Vec::new();
-        for i in 0..n / blocks {
+        for i in 0..99 {
             let r = scoped
                 .create(Module::Leads, &serde_json::from_value(json!({"name": format!("delete bench {block}-{i}")}))?)
                 .await?;

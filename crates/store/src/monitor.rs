@@ -389,14 +389,12 @@ pub(crate) struct DeleteLimit {
 }
 
 impl DeleteLimit {
-    /// `(SELECT COUNT(*) …)`: the user's deletes in the window.
+    /// `(SELECT COUNT(*) …)`: the user's deletes in the window, counted no further than the limit (the answer
+    /// only needs "fewer than `max`", so its cost stays bounded whatever the user's history).
     pub(crate) fn push_count(&self, q: &mut crate::db::Sql, org: OrgId, user: UserId) {
-        q.push("(SELECT COUNT(*) FROM audit_log WHERE org_id = ").bind(org);
-        q.push(" AND actor_id = ")
-            .bind(user)
-            .push(" AND action = 'record.delete' AND at > ")
-            .bind(self.since)
-            .push(")");
+        q.push("(SELECT COUNT(*) FROM (SELECT 1 AS x FROM audit_log WHERE org_id = ").bind(org);
+        q.push(" AND actor_id = ").bind(user).push(" AND action = 'record.delete' AND at > ").bind(self.since);
+        q.push(" LIMIT ").bind(i64::try_from(self.max).unwrap_or(i64::MAX)).push(") counted)");
     }
 
     pub(crate) fn refusal(&self) -> StoreError {
