@@ -611,6 +611,24 @@ pub async fn create_department(
     }
 }
 
+#[derive(Deserialize)]
+pub struct MoveDepartmentForm {
+    department: i64,
+    parent: i64,
+}
+
+/// Moves a department (with its subtree and people) under another; the store refuses cycles and departments outside
+/// the administrator's scope. Access follows at the next request (the policy version moves).
+pub async fn move_department(
+    State(state): State<AppState>,
+    ViewerForm { viewer: v, form }: ViewerForm<MoveDepartmentForm>,
+) -> Response {
+    match state.store.scoped(v.principal().clone()).admin_move_department(form.department, form.parent).await {
+        Ok(()) => Redirect::to("/app/admin/departments").into_response(),
+        Err(e) => PageError::from_store(e, v.lang).into_response(),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Data access settings overview (read-only)
 

@@ -522,6 +522,9 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("admin.department_tree", "部门架构", "Department tree"),
     ("admin.new_department", "新建下级部门", "New sub-department"),
     ("admin.parent", "上级部门", "Parent department"),
+    ("admin.move_department", "调整部门位置", "Move a department"),
+    ("admin.new_parent", "新的上级部门", "New parent department"),
+    ("admin.move", "移动", "Move"),
     ("admin.name", "名称", "Name"),
     ("admin.policy", "数据权限设置总览", "Data access settings"),
     (

@@ -77,6 +77,7 @@ pub fn routes() -> Router<AppState> {
         .route("/app/account/tokens/{id}/revoke", post(account::revoke_token))
         .route("/app/admin/users/new", post(admin::create_user))
         .route("/app/admin/departments", get(admin::departments).post(admin::create_department))
+        .route("/app/admin/departments/move", post(admin::move_department))
         .route("/app/admin/policy", get(admin::policy_overview))
         .route("/app/admin/policy/defaults", post(admin::save_defaults))
         .route("/app/admin/rules", get(rules::page).post(rules::create))

@@ -310,6 +310,35 @@ async fn administrators_manage_users_and_read_the_configuration_from_the_console
         let tree = admin.get("/app/admin/departments").await;
         assert!(tree.html.contains("华北区 North") && tree.html.contains("data-depth=\"2\""), "[{engine}] the tree");
 
+        // Move 华北区 under 华南区; moving 华南区 under it in turn would be a cycle: refused, nothing changes.
+        let dept = |name: &'static str| {
+            let app = &app;
+            async move { app.sql_i64(&format!("SELECT id FROM departments WHERE name = '{name}'")).await }
+        };
+        let (north, south) = (dept("华北区 North").await, dept("华南区 South").await);
+        let parent_of = |id: i64| {
+            let app = &app;
+            async move { app.sql_i64(&format!("SELECT COALESCE(parent_id, 0) FROM departments WHERE id = {id}")).await }
+        };
+        let south_parent = parent_of(south).await;
+        let csrf = tree.hidden("csrf_token");
+        let (n, s) = (north.to_string(), south.to_string());
+        let moved = admin
+            .post("/app/admin/departments/move", &[("csrf_token", &csrf), ("department", &n), ("parent", &s)])
+            .await;
+        assert_eq!(moved.status, StatusCode::SEE_OTHER, "[{engine}] {}", moved.html);
+        assert_eq!(parent_of(north).await, south, "[{engine}] moved");
+        let cycle = admin
+            .post("/app/admin/departments/move", &[("csrf_token", &csrf), ("department", &s), ("parent", &n)])
+            .await;
+        assert_eq!(cycle.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {}", cycle.html);
+        assert!(cycle.html.contains("cycle"), "[{engine}] the refusal says why: {}", cycle.html);
+        assert_eq!(parent_of(south).await, south_parent, "[{engine}] the refused move changed nothing");
+        let refused = admin
+            .post("/app/admin/departments/move", &[("csrf_token", "forged"), ("department", &n), ("parent", &n)])
+            .await;
+        assert_ne!(refused.status, StatusCode::SEE_OTHER, "[{engine}] a forged form moves nothing");
+
         // Create a user, then deactivate one: their next sign-in fails.
         let users = admin.get("/app/admin/users").await;
         let csrf = users.hidden("csrf_token");
