@@ -562,6 +562,11 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ),
     ("security.time_zone", "时区(登录时段按此计算)", "Time zone (for sign-in hours)"),
     ("security.per_role", "各角色的要求", "Per role"),
+    (
+        "security.per_role_help",
+        "IP 白名单用逗号分隔;登录时段如 mon-fri 09:00-18:00; sat 10:00-14:00(按上面的时区)。留空表示不限制。MFA 在角色页设置。",
+        "Networks separated by commas; hours like mon-fri 09:00-18:00; sat 10:00-14:00 (in the time zone above). Empty: no restriction. MFA is set on the role's page.",
+    ),
     ("security.networks", "IP 白名单", "IP allowlist"),
     ("security.hours", "登录时段", "Sign-in hours"),
     ("security.required", "必须", "required"),

@@ -466,6 +466,36 @@ async fn sign_in_policies_are_shown_and_validated_before_they_change() {
             .await;
         assert_eq!(good.status, StatusCode::SEE_OTHER, "[{engine}] {}", good.html);
         assert!(admin.get("/app/admin/security").await.html.contains("value=\"Asia/Shanghai\""), "[{engine}]");
+        // Per role: representatives only from the office network, on weekdays and Saturday mornings.
+        let rep = crm::templates::ROLE_REP;
+        let (networks, hours) = (format!("networks_{rep}"), format!("hours_{rep}"));
+        let form = |n: &'static str, h: &'static str| {
+            vec![
+                ("csrf_token".to_string(), csrf.clone()),
+                ("allowlist".to_string(), String::new()),
+                ("time_zone".to_string(), "Asia/Shanghai".to_string()),
+                (networks.clone(), n.to_string()),
+                (hours.clone(), h.to_string()),
+            ]
+        };
+        let fields = form("10.0.0.0/8, 192.168.1.0/24", "mon-fri 09:00-18:00; sat 10:00-14:00");
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let saved = admin.post("/app/admin/security", &pairs).await;
+        assert_eq!(saved.status, StatusCode::SEE_OTHER, "[{engine}] {}", saved.html);
+        let shown = admin.get("/app/admin/security").await.html;
+        assert!(shown.contains("value=\"10.0.0.0/8, 192.168.1.0/24\""), "[{engine}] the role's networks are shown");
+        assert!(shown.contains("value=\"mon,tue,wed,thu,fri 09:00-18:00; sat 10:00-14:00\""), "[{engine}] hours");
+        let refusals =
+            [("", "someday 09:00-18:00", "someday"), ("", "mon 25:00-26:00", "25:00"), ("not-a-net", "", "not-a-net")];
+        for (n, h, says) in refusals {
+            let fields = form(n, h);
+            let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let refused = admin.post("/app/admin/security", &pairs).await;
+            assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "[{engine}] {n} {h}: {}", refused.html);
+            assert!(refused.html.contains(says), "[{engine}] the refusal names {says}: {}", refused.html);
+        }
+        let unchanged = admin.get("/app/admin/security").await.html;
+        assert!(unchanged.contains("value=\"10.0.0.0/8, 192.168.1.0/24\""), "[{engine}] refused saves changed nothing");
         // From the next page on, times are shown in the organization's time zone.
         let audit = admin.get("/app/audit").await;
         assert!(audit.html.contains(" CST</td>") && !audit.html.contains(" UTC</td>"), "[{engine}] times in CST");
