@@ -582,6 +582,8 @@ pub static CATALOG: &[(&str, &str, &str)] = &[
     ("import.file", "选择 CSV 文件", "Choose a CSV file"),
     ("import.text", "CSV 内容", "CSV text"),
     ("import.submit", "导入", "Import"),
+    ("import.reading", "正在读取文件", "Reading the file"),
+    ("import.importing", "正在导入 {n} 行数据(全部成功或全部不导入)", "Importing {n} rows (all or nothing)"),
     ("import.created", "已导入 {n} 条记录。", "{n} records imported."),
     ("import.failed", "导入失败,未导入任何记录:", "Nothing was imported:"),
     ("list.import", "导入 CSV", "Import CSV"),

@@ -29,11 +29,48 @@ document.addEventListener("DOMContentLoaded", function () {
       if (!target || !file) {
         return;
       }
+      var box = document.getElementById("import-progress-box");
+      var bar = document.getElementById("import-progress");
+      var label = document.getElementById("import-progress-label");
       var reader = new FileReader();
+      if (box && bar && label) {
+        box.hidden = false;
+        label.textContent = label.getAttribute("data-reading");
+        bar.value = 0;
+      }
+      reader.onprogress = function (event) {
+        if (bar && event.lengthComputable) {
+          bar.value = Math.round((100 * event.loaded) / event.total);
+        }
+      };
       reader.onload = function () {
         target.value = String(reader.result);
+        if (bar) {
+          bar.value = 100;
+        }
       };
       reader.readAsText(file);
     });
   });
+  // While the import runs (one all-or-nothing request), the form shows how many rows it sends and an indeterminate
+  // bar, and cannot be sent twice.
+  var form = document.getElementById("import-form");
+  if (form) {
+    form.addEventListener("submit", function () {
+      var text = document.getElementById("import-csv");
+      var box = document.getElementById("import-progress-box");
+      var bar = document.getElementById("import-progress");
+      var label = document.getElementById("import-progress-label");
+      var button = document.getElementById("import-submit");
+      var rows = text ? Math.max(0, text.value.split(/\r?\n/).filter(function (l) { return l.trim() !== ""; }).length - 1) : 0;
+      if (box && bar && label) {
+        box.hidden = false;
+        bar.removeAttribute("value");
+        label.textContent = label.getAttribute("data-importing").replace("{n}", String(rows));
+      }
+      if (button) {
+        button.disabled = true;
+      }
+    });
+  }
 });

@@ -425,6 +425,10 @@ async fn csv_import_reports_every_bad_row_and_imports_all_or_nothing() {
         let list = rep.get("/app/r/customers").await;
         assert!(list.html.contains("id=\"import-csv-link\""), "[{engine}] the list offers the import");
         let form = rep.get("/app/r/customers/import").await;
+        assert!(
+            form.html.contains("id=\"import-progress\"") && form.html.contains("for=\"import-progress\""),
+            "[{engine}] the import shows a labelled progress bar"
+        );
         assert_eq!(form.status, StatusCode::OK);
         let csrf = form.hidden("csrf_token");
         let bad_csv = "name,email,customer_type\n北京新客户有限公司,ok@example.com,smb\n,not-an-email,smb\n";
