@@ -254,16 +254,7 @@ impl Scoped<'_> {
         if !(1..=500).contains(&limit) {
             return Err(StoreError::BadQuery("limit must be between 1 and 500".into()));
         }
-        let before = match q.after.as_deref() {
-            None => None,
-            Some(c) => Some(
-                hex::decode(c)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(|| StoreError::BadQuery("invalid cursor".into()))?,
-            ),
-        };
+        let before = crate::id_cursor::decode(q.after.as_deref())?;
         let module = match q.module.as_deref() {
             None => None,
             Some(m) => Some(m.parse::<Module>().map_err(|_| StoreError::BadQuery(format!("unknown module {m}")))?),
@@ -328,12 +319,7 @@ impl Scoped<'_> {
         sql.push(" ORDER BY seq DESC LIMIT ").bind(i64::from(limit) + 1);
         let rows = sql.fetch_all(&self.db().pool).await?;
         let mut entries = rows.iter().map(StoredEntry::from_row).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if entries.len() > limit as usize {
-            entries.truncate(limit as usize);
-            entries.last().map(|e| hex::encode(e.seq.to_string()))
-        } else {
-            None
-        };
+        let next_cursor = crate::id_cursor::page(&mut entries, limit, |e| e.seq);
         let visible = self.visible_in(&entries).await?;
         let items = entries.into_iter().map(|e| self.redact(e, &visible)).collect();
         Ok(AuditPage { items, next_cursor })

@@ -14,6 +14,7 @@ mod bulk;
 mod csv_io;
 mod db;
 mod directory;
+mod id_cursor;
 mod migrate;
 mod monitor;
 mod monitor_detect;

@@ -194,16 +194,7 @@ impl Scoped<'_> {
         {
             return Err(StoreError::BadQuery(format!("unknown rule {r}")));
         }
-        let before = match q.after.as_deref() {
-            None => None,
-            Some(c) => Some(
-                hex::decode(c)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(|| StoreError::BadQuery("invalid cursor".into()))?,
-            ),
-        };
+        let before = crate::id_cursor::decode(q.after.as_deref())?;
         let empty = AlertPage { items: Vec::new(), next_cursor: None };
         let mut sql = self.db().sql();
         sql.push("SELECT ").push(ALERT_COLUMNS).push(" FROM alerts WHERE org_id = ").bind(self.principal.org);
@@ -231,12 +222,7 @@ impl Scoped<'_> {
         sql.push(" ORDER BY id DESC LIMIT ").bind(i64::from(limit) + 1);
         let rows = sql.fetch_all(&self.db().pool).await?;
         let mut items = rows.iter().map(Alert::from_row).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|a| hex::encode(a.id.to_string()))
-        } else {
-            None
-        };
+        let next_cursor = crate::id_cursor::page(&mut items, limit, |a| a.id);
         let items = items.into_iter().map(|a| viewer.shown(a)).collect();
         Ok(AlertPage { items, next_cursor })
     }

@@ -534,7 +534,7 @@ impl<'s> Scoped<'s> {
         if let Some(n) = probe_rows {
             rows = build(Some(n))?.fetch_all(&self.db().pool).await?;
         }
-        if probe_rows.is_none() || rows.len() <= limit as usize {
+        if rows.len() <= limit as usize {
             let branches = match plan {
                 ListPlan::Auto if *pred != Pred::TRUE && (sqlite || indexed()) => build_branches()?,
                 ListPlan::Branches => build_branches()?,
@@ -817,14 +817,9 @@ impl<'s> Scoped<'s> {
         let s = self.require_module(module, Action::Edit)?;
         let (values, owner) = self.parse_input(module, s, patch, false)?;
         let mut tx = self.db().begin_write().await?;
-        let before =
-            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
-        if !self.access().decide(module, Action::View, &before) {
-            return Err(StoreError::NotFound);
-        }
-        if !self.access().decide(module, Action::Edit, &before) {
-            return Err(StoreError::Forbidden(format!("you may not edit this {module} record")));
-        }
+        let before = self
+            .facts_to_act_on(&mut tx, module, id, Action::Edit, || format!("you may not edit this {module} record"))
+            .await?;
         let transfer = owner.filter(|o| *o != before.record.owner_id);
         if let Some(o) = transfer {
             if !self.access().decide(module, Action::Transfer, &before) {
@@ -884,14 +879,9 @@ impl<'s> Scoped<'s> {
         // anything is written, in the same statement.
         let limit = self.delete_limit().await?;
         let mut tx = self.db().begin_write().await?;
-        let facts =
-            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
-        if !self.access().decide(module, Action::View, &facts) {
-            return Err(StoreError::NotFound);
-        }
-        if !self.access().decide(module, Action::Delete, &facts) {
-            return Err(StoreError::Forbidden(format!("you may not delete this {module} record")));
-        }
+        let facts = self
+            .facts_to_act_on(&mut tx, module, id, Action::Delete, || format!("you may not delete this {module} record"))
+            .await?;
         for child in Module::RECORDS.iter().filter_map(|m| schema(*m)) {
             for f in child.fields.iter().filter(|f| f.kind == FieldKind::Ref(module)) {
                 let mut q = self.db().sql();
@@ -982,14 +972,9 @@ impl<'s> Scoped<'s> {
     pub async fn share(&self, module: Module, id: RecordId, key: ShareKey, level: Level) -> Result<(), StoreError> {
         self.require_module(module, Action::Share)?;
         let mut tx = self.db().begin_write().await?;
-        let facts =
-            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
-        if !self.access().decide(module, Action::View, &facts) {
-            return Err(StoreError::NotFound);
-        }
-        if !self.access().decide(module, Action::Share, &facts) {
-            return Err(StoreError::Forbidden(format!("you may not share this {module} record")));
-        }
+        let facts = self
+            .facts_to_act_on(&mut tx, module, id, Action::Share, || format!("you may not share this {module} record"))
+            .await?;
         let dir = self.access().directory();
         let known = match key {
             ShareKey::User(u) => dir.user(u).is_some(),
@@ -1045,14 +1030,11 @@ impl<'s> Scoped<'s> {
     ) -> Result<(), StoreError> {
         self.require_module(module, Action::Share)?;
         let mut tx = self.db().begin_write().await?;
-        let facts =
-            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
-        if !self.access().decide(module, Action::View, &facts) {
-            return Err(StoreError::NotFound);
-        }
-        if !self.access().decide(module, Action::Share, &facts) {
-            return Err(StoreError::Forbidden(format!("you may not change the team of this {module} record")));
-        }
+        let facts = self
+            .facts_to_act_on(&mut tx, module, id, Action::Share, || {
+                format!("you may not change the team of this {module} record")
+            })
+            .await?;
         if self.access().directory().user(user).is_none() {
             return Err(StoreError::invalid("user_id", "no such user"));
         }
@@ -1088,6 +1070,27 @@ impl<'s> Scoped<'s> {
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The record's facts read in the write transaction `conn`, if the caller may do `action` on it: a record they
+    /// may not view answers like a missing one (404); one they view but may not act on is refused with `refusal`.
+    async fn facts_to_act_on(
+        &self,
+        conn: &mut AnyConnection,
+        module: Module,
+        id: RecordId,
+        action: Action,
+        refusal: impl FnOnce() -> String,
+    ) -> Result<RecordFacts, StoreError> {
+        let facts =
+            load_facts(conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
+        if !self.access().decide(module, Action::View, &facts) {
+            return Err(StoreError::NotFound);
+        }
+        if !self.access().decide(module, action, &facts) {
+            return Err(StoreError::Forbidden(refusal()));
+        }
+        Ok(facts)
     }
 
     /// Nobody hands out more than they hold: read needs view, edit needs edit, full needs edit and delete on the
@@ -1129,14 +1132,8 @@ impl<'s> Scoped<'s> {
     pub async fn unshare(&self, module: Module, id: RecordId, key: ShareKey) -> Result<(), StoreError> {
         self.require_module(module, Action::Share)?;
         let mut tx = self.db().begin_write().await?;
-        let facts =
-            load_facts(&mut tx, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)?;
-        if !self.access().decide(module, Action::View, &facts) {
-            return Err(StoreError::NotFound);
-        }
-        if !self.access().decide(module, Action::Share, &facts) {
-            return Err(StoreError::Forbidden(format!("you may not share this {module} record")));
-        }
+        self.facts_to_act_on(&mut tx, module, id, Action::Share, || format!("you may not share this {module} record"))
+            .await?;
         let mut q = self.db().sql();
         q.push("DELETE FROM record_shares WHERE org_id = ")
             .bind(self.principal.org)
