@@ -1191,33 +1191,44 @@ pub(crate) async fn load_facts(
     id: RecordId,
 ) -> Result<Option<RecordFacts>, StoreError> {
     let Some(s) = schema(module) else { return Ok(None) };
+    // One statement per record: its row with its team and shares folded into two text columns. Each statement is
+    // a round trip to the database (on SQLite a hop to the connection's worker thread), and a single-record read
+    // is made of little else, so three statements cost nearly three times one.
+    let aggregate = |expr: &str, table: &str| {
+        let agg = match engine {
+            crate::db::Engine::Sqlite => format!("group_concat({expr}, ',')"),
+            crate::db::Engine::Postgres => format!("string_agg({expr}, ',')"),
+        };
+        format!("(SELECT {agg} FROM {table} x WHERE x.org_id = r.org_id AND x.module = ")
+    };
     let mut sql = Sql::new(engine);
     sql.push("SELECT ");
     select_columns(&mut sql, s, "r");
+    sql.push(", ")
+        .push(&aggregate("CAST(x.user_id AS TEXT) || ':' || CAST(x.level AS TEXT)", "record_team"))
+        .bind(module.as_str())
+        .push(" AND x.record_id = r.id) AS facts_team, ")
+        .push(&aggregate("x.share_key || '=' || CAST(x.level AS TEXT)", "record_shares"))
+        .bind(module.as_str())
+        .push(" AND x.record_id = r.id) AS facts_shares");
     sql.push(" FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(org).push(" AND r.id = ").bind(id);
     let Some(row) = sql.fetch_optional(&mut *conn).await? else { return Ok(None) };
     let record = decode(s, &row)?;
     let mut facts = RecordFacts::new(record);
-    let mut q = Sql::new(engine);
-    q.push("SELECT user_id, level FROM record_team WHERE org_id = ")
-        .bind(org)
-        .push(" AND module = ")
-        .bind(module.as_str());
-    q.push(" AND record_id = ").bind(id);
-    for r in q.fetch_all(&mut *conn).await? {
-        if let Some(level) = Level::from_i64(r.try_get("level")?) {
-            facts.team.push(TeamEntry { user: r.try_get("user_id")?, level });
+    let team: Option<String> = row.try_get("facts_team")?;
+    for item in team.as_deref().unwrap_or("").split(',').filter(|i| !i.is_empty()) {
+        // An entry that does not decode grants nothing (as a row with an unknown level never did).
+        if let Some((user, level)) =
+            item.split_once(':').and_then(|(u, l)| Some((u.parse().ok()?, Level::from_i64(l.parse().ok()?)?)))
+        {
+            facts.team.push(TeamEntry { user, level });
         }
     }
-    let mut q = Sql::new(engine);
-    q.push("SELECT share_key, level FROM record_shares WHERE org_id = ")
-        .bind(org)
-        .push(" AND module = ")
-        .bind(module.as_str());
-    q.push(" AND record_id = ").bind(id);
-    for r in q.fetch_all(&mut *conn).await? {
-        let key: String = r.try_get("share_key")?;
-        if let (Some(key), Some(level)) = (ShareKey::decode(&key), Level::from_i64(r.try_get("level")?)) {
+    let shares: Option<String> = row.try_get("facts_shares")?;
+    for item in shares.as_deref().unwrap_or("").split(',').filter(|i| !i.is_empty()) {
+        if let Some((key, level)) =
+            item.split_once('=').and_then(|(k, l)| Some((ShareKey::decode(k)?, Level::from_i64(l.parse().ok()?)?)))
+        {
             facts.shares.push(ShareEntry { key, level });
         }
     }
