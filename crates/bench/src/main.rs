@@ -106,6 +106,12 @@ enum Cmd {
         /// Incidents (one a second) whose alert latency is measured.
         #[arg(long, default_value_t = 30)]
         incidents: usize,
+        /// Delete requests per side of the interleaved mass-delete rule on/off comparison.
+        #[arg(long, default_value_t = 5000)]
+        delete_pairs: usize,
+        /// Only the delete comparison.
+        #[arg(long)]
+        deletes_only: bool,
     },
     /// Everything at scale S on a temporary SQLite database, briefly.
     Smoke,
@@ -144,12 +150,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = http(&database_url, &crm_bin, seconds, connections, threads, &listen).await?;
             write(&cli.out, "http", &r)?;
         }
-        Cmd::Monitor { database_url, iters, rate, incidents } => {
+        Cmd::Monitor { database_url, iters, rate, incidents, delete_pairs, deletes_only } => {
             let dir = tempfile::tempdir()?;
             let url = database_url
                 .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.path().join("monitor.db").display()));
             let store = open(&url).await?;
-            let r = monitor::monitor(&store, iters, rate, incidents).await?;
+            let r = monitor::monitor(&store, iters, rate, incidents, delete_pairs, deletes_only).await?;
             write(&cli.out, &format!("monitor-{}", engine_name(&store)), &r)?;
             store.close().await;
         }

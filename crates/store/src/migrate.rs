@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "audit", ddl: include_str!("migrations/0002_audit.sql") },
     Migration { version: 3, name: "auth", ddl: include_str!("migrations/0003_auth.sql") },
     Migration { version: 4, name: "monitor", ddl: include_str!("migrations/0004_monitor.sql") },
+    Migration { version: 7, name: "monitor_exports", ddl: include_str!("migrations/0007_monitor_exports.sql") },
 ];
 
 fn record_columns(module: Module) -> String {

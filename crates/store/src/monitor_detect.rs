@@ -61,6 +61,7 @@ enum Check {
     OffHours(UserId),
     BulkRead(UserId),
     Baseline(UserId),
+    ExportBaseline(UserId),
     LargeExport(i64),
     RepeatedExports(UserId),
     MassDelete(UserId),
@@ -100,6 +101,14 @@ fn broad(role: &Role) -> bool {
     role.view_all
         || role.modify_all
         || role.permissions.get(&Module::Users).is_some_and(|m| m.get(&Action::Edit) == Some(&Scope::All))
+}
+
+/// The 95th percentile (nearest rank) of sorted values; 0 when there are none.
+fn percentile95(sorted: &[i64]) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * 0.95).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// HMAC-SHA256 (RFC 2104) of `msg` under `key`, in hex: the webhook signature.
@@ -188,14 +197,22 @@ impl Store {
         let (last, last_denial, denial_head): (i64, i64, i64) = match q.fetch_optional(&self.db.pool).await? {
             Some(r) => (r.try_get("last_seq")?, r.try_get("last_denial")?, r.try_get("denial_head")?),
             None => {
-                // The first pass starts at the present: history is not replayed as alerts.
+                // The first detector ever to run for the organization starts where the rules' longest window
+                // begins, so incidents from before it started are still detected. Later starts (of this or any
+                // process) continue from the shared cursor; an incident already alerted is not alerted again
+                // (incident keys, and the per-window check of windowed rules).
+                let config = self.monitor_config(org, version).await?;
+                let cutoff = now_ms() - (config.replay_minutes() as i64) * 60_000;
+                let start = self.last_seq_at_or_before(org, head, cutoff).await?;
                 let mut ins = self.db.sql();
                 ins.push("INSERT INTO monitor_cursor (org_id, last_seq, last_denial, updated_at) VALUES (")
                     .bind(org)
                     .push(", ")
-                    .bind(head)
+                    .bind(start)
                     .push(", (SELECT COALESCE(MAX(id), 0) FROM access_denials WHERE org_id = ")
                     .bind(org)
+                    .push(" AND at <= ")
+                    .bind(cutoff)
                     .push("), ")
                     .bind(now_ms())
                     .push(") ON CONFLICT (org_id) DO NOTHING");
@@ -229,10 +246,14 @@ impl Store {
         }
 
         // Claim the step and add its reads to the rollup in one transaction.
-        let mut reads: BTreeMap<(UserId, i64), i64> = BTreeMap::new();
+        // (user, minute) → (records read, exports).
+        let mut reads: BTreeMap<(UserId, i64), (i64, i64)> = BTreeMap::new();
         for e in &entries {
             if let (Some(actor), Some(n)) = (e.actor_id, records_read(e)) {
-                *reads.entry((actor, e.at / 60_000)).or_default() += n;
+                reads.entry((actor, e.at / 60_000)).or_default().0 += n;
+            }
+            if let (Some(actor), "record.export") = (e.actor_id, e.action.as_str()) {
+                reads.entry((actor, e.at / 60_000)).or_default().1 += 1;
             }
         }
         let mut tx = self.db.begin_write().await?;
@@ -243,9 +264,9 @@ impl Store {
         if cas.execute(&mut *tx).await? == 0 {
             return Ok(0); // another process took this step
         }
-        for ((user, minute), n) in &reads {
+        for ((user, minute), (n, exports)) in &reads {
             let mut up = self.db.sql();
-            up.push("INSERT INTO activity_rollup (org_id, user_id, minute, reads) VALUES (")
+            up.push("INSERT INTO activity_rollup (org_id, user_id, minute, reads, exports) VALUES (")
                 .bind(org)
                 .push(", ")
                 .bind(*user)
@@ -253,7 +274,9 @@ impl Store {
                 .bind(*minute)
                 .push(", ")
                 .bind(*n)
-                .push(") ON CONFLICT (org_id, user_id, minute) DO UPDATE SET reads = activity_rollup.reads + excluded.reads");
+                .push(", ")
+                .bind(*exports)
+                .push(") ON CONFLICT (org_id, user_id, minute) DO UPDATE SET reads = activity_rollup.reads + excluded.reads, exports = activity_rollup.exports + excluded.exports");
             up.execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -288,6 +311,7 @@ impl Store {
                     checks.insert(Check::LargeExport(e.seq), e);
                     if let Some(a) = actor {
                         checks.insert(Check::RepeatedExports(a), e);
+                        checks.insert(Check::ExportBaseline(a), e);
                     }
                 }
                 ("record.delete", _) => {
@@ -338,6 +362,31 @@ impl Store {
             }
         }
         Ok(raised)
+    }
+
+    /// The last sequence number of the organization's trail written at or before `cutoff` (0 when none), by
+    /// binary search over `seq` (entries are appended in time order; purged ones count as old), so the first start
+    /// does not scan the trail.
+    async fn last_seq_at_or_before(&self, org: OrgId, head: i64, cutoff: i64) -> Result<i64, StoreError> {
+        let at = async |seq: i64| -> Result<Option<i64>, StoreError> {
+            let mut q = self.db.sql();
+            q.push("SELECT at FROM audit_log WHERE org_id = ").bind(org).push(" AND seq = ").bind(seq);
+            Ok(q.fetch_optional(&self.db.pool).await?.map(|r| r.try_get("at")).transpose()?)
+        };
+        if head <= 0 || at(head).await?.is_none_or(|t| t <= cutoff) {
+            return Ok(head.max(0));
+        }
+        // at(lo) <= cutoff (0: before the trail), at(hi) > cutoff.
+        let (mut lo, mut hi) = (0i64, head);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if at(mid).await?.is_none_or(|t| t <= cutoff) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
     }
 
     /// [`Store::raise`], logging a failure instead of abandoning the rest of the step; 1 when an alert was raised.
@@ -422,7 +471,7 @@ impl Store {
             Check::NewNetwork(..) => "new_network",
             Check::OffHours(_) => "off_hours",
             Check::BulkRead(_) => "bulk_read",
-            Check::Baseline(_) => "baseline",
+            Check::Baseline(_) | Check::ExportBaseline(_) => "baseline",
             Check::LargeExport(_) => "large_export",
             Check::RepeatedExports(_) => "repeated_exports",
             Check::MassDelete(_) => "mass_delete",
@@ -522,6 +571,7 @@ impl Store {
                 })
             }
             Check::Baseline(u) => self.baseline(org, version, config, *u, e).await?,
+            Check::ExportBaseline(u) => self.export_baseline(org, version, config, tz, *u, e).await?,
             Check::LargeExport(_) => {
                 let d: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
                 let rows = d.get("rows").and_then(Value::as_i64).unwrap_or(0);
@@ -632,17 +682,10 @@ impl Store {
         if current < rule.threshold as i64 {
             return Ok(None);
         }
-        let policy = self.org_policy(org, version).await?;
-        let roles = policy.directory.user(user).map(|u| u.roles.clone()).unwrap_or_default();
-        let peers: Vec<UserId> = policy
-            .directory
-            .users()
-            .filter(|p| p.id != user && p.roles.iter().any(|r| roles.contains(r)))
-            .map(|p| p.id)
-            .collect();
+        let peers = self.peers_of(org, version, user).await?;
         let from = (hour - (b.history_days as i64) * 24) * 60;
         let mut q = self.db.sql();
-        q.push("SELECT user_id, minute, reads FROM activity_rollup WHERE org_id = ").bind(org);
+        q.push("SELECT user_id, minute, reads FROM activity_rollup WHERE org_id = ").bind(org).push(" AND reads > 0");
         q.push(" AND user_id IN ").bind_list(std::iter::once(user).chain(peers.iter().copied()));
         q.push(" AND minute >= ").bind(from).push(" AND minute < ").bind(hour * 60);
         let mut hourly: BTreeMap<(UserId, i64), i64> = BTreeMap::new();
@@ -660,11 +703,7 @@ impl Store {
         let own_limit = (mean + b.sigma * std).max(own_max);
         let mut peer: Vec<i64> = hourly.iter().filter(|((u, _), _)| *u != user).map(|(_, n)| *n).collect();
         peer.sort_unstable();
-        let p95 = if peer.is_empty() {
-            0
-        } else {
-            peer[((peer.len() as f64 * 0.95).ceil() as usize).clamp(1, peer.len()) - 1]
-        };
+        let p95 = percentile95(&peer);
         let fires = (current as f64) > own_limit && current > p95;
         if !fires {
             return Ok(None);
@@ -691,6 +730,101 @@ impl Store {
                 "current": current,
                 "own": {"hours": own.len(), "mean": mean, "stddev": std, "max": own_max, "limit": own_limit},
                 "peers": {"users": peers.len(), "hours": peer.len(), "p95": p95},
+                "sigma": b.sigma,
+                "explanation": explanation,
+            }),
+        }))
+    }
+
+    /// The user's peers: other users sharing one of their roles.
+    async fn peers_of(&self, org: OrgId, version: i64, user: UserId) -> Result<Vec<UserId>, StoreError> {
+        let policy = self.org_policy(org, version).await?;
+        let roles = policy.directory.user(user).map(|u| u.roles.clone()).unwrap_or_default();
+        Ok(policy
+            .directory
+            .users()
+            .filter(|p| p.id != user && p.roles.iter().any(|r| roles.contains(r)))
+            .map(|p| p.id)
+            .collect())
+    }
+
+    /// Exports today (the organization's time zone) against the user's own daily history and their peers'.
+    async fn export_baseline(
+        &self,
+        org: OrgId,
+        version: i64,
+        config: &MonitorConfig,
+        tz: &str,
+        user: UserId,
+        e: &StoredEntry,
+    ) -> Result<Option<Finding>, StoreError> {
+        let b = &config.baseline;
+        let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+        let day_of = |minute: i64| {
+            jiff::Timestamp::from_second(minute * 60).ok().map(|t| t.to_zoned_datetime(zone.clone()).date())
+        };
+        let Some(today) = day_of(e.at / 60_000) else { return Ok(None) };
+        let peers = self.peers_of(org, version, user).await?;
+        // A day more than the history, so the first local day is whole whatever the offset.
+        let from = e.at / 60_000 - ((b.history_days as i64) + 2) * 1440;
+        let mut q = self.db.sql();
+        q.push("SELECT user_id, minute, exports FROM activity_rollup WHERE org_id = ").bind(org);
+        q.push(" AND user_id IN ").bind_list(std::iter::once(user).chain(peers.iter().copied()));
+        q.push(" AND exports > 0 AND minute >= ").bind(from).push(" AND minute <= ").bind(e.at / 60_000 + 1440);
+        let first = today.checked_sub(jiff::Span::new().days(b.history_days as i64)).unwrap_or(today);
+        let (mut current, mut daily): (i64, BTreeMap<(UserId, jiff::civil::Date), i64>) = (0, BTreeMap::new());
+        for r in q.fetch_all(&self.db.pool).await? {
+            let (u, m, n): (i64, i64, i64) = (r.try_get("user_id")?, r.try_get("minute")?, r.try_get("exports")?);
+            let Some(day) = day_of(m) else { continue };
+            if day == today && u == user {
+                current += n;
+            } else if day < today && day >= first {
+                *daily.entry((u, day)).or_default() += n;
+            }
+        }
+        if current < b.min_exports_per_day as i64 {
+            return Ok(None);
+        }
+        let own: Vec<f64> = daily.iter().filter(|((u, _), _)| *u == user).map(|(_, n)| *n as f64).collect();
+        if (own.len() as u64) < b.min_history_days {
+            return Ok(None);
+        }
+        let mean = own.iter().sum::<f64>() / own.len() as f64;
+        let std = (own.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / own.len() as f64).sqrt();
+        let own_max = own.iter().copied().fold(0.0, f64::max);
+        let own_limit = (mean + b.sigma * std).max(own_max);
+        let mut peer: Vec<i64> = daily.iter().filter(|((u, _), _)| *u != user).map(|(_, n)| *n).collect();
+        peer.sort_unstable();
+        let p95 = percentile95(&peer);
+        if (current as f64) <= own_limit || current <= p95 {
+            return Ok(None);
+        }
+        let explanation = format!(
+            "{current} exports today ({today}, {tz}); this user's own history over {} days with exports in the last {} \
+             days: mean {mean:.1}, standard deviation {std:.1}, highest {own_max:.0}, so the limit is {own_limit:.1} \
+             (mean + {} σ, at least the highest); {} peers sharing a role: 95th percentile {p95} exports a day over {} \
+             days with exports",
+            own.len(),
+            b.history_days,
+            b.sigma,
+            peers.len(),
+            peer.len()
+        );
+        Ok(Some(Finding {
+            rule: "baseline",
+            subject: Some(user),
+            subject_key: format!("user:{user}"),
+            trigger_seq: Some(e.seq),
+            trigger_at: e.at,
+            dedupe_ms: 0,
+            incident: format!("baseline:exports:user:{user}:{today}"),
+            detail: json!({
+                "metric": "exports_per_day",
+                "current": current,
+                "day": today.to_string(),
+                "time_zone": tz,
+                "own": {"days": own.len(), "mean": mean, "stddev": std, "max": own_max, "limit": own_limit},
+                "peers": {"users": peers.len(), "days": peer.len(), "p95": p95},
                 "sigma": b.sigma,
                 "explanation": explanation,
             }),

@@ -109,8 +109,8 @@ impl Default for Rule {
     }
 }
 
-/// Behaviour baselines (rule `baseline`): records read per hour against the user's own history and their peers'
-/// (users sharing a role).
+/// Behaviour baselines (rule `baseline`): records read per hour, and exports per day (in the organization's time
+/// zone), each against the user's own history and their peers' (users sharing a role).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BaselineSettings {
@@ -120,11 +120,21 @@ pub struct BaselineSettings {
     pub history_days: u64,
     /// Active hours of history needed before the user is judged at all.
     pub min_history_hours: u64,
+    /// Exports per day: days with exports in the history needed before the user is judged at all.
+    pub min_history_days: u64,
+    /// Exports per day: the fewest exports in a day that are judged (fewer never alert).
+    pub min_exports_per_day: u64,
 }
 
 impl Default for BaselineSettings {
     fn default() -> Self {
-        BaselineSettings { sigma: 3.0, history_days: 14, min_history_hours: 5 }
+        BaselineSettings {
+            sigma: 3.0,
+            history_days: 14,
+            min_history_hours: 5,
+            min_history_days: 5,
+            min_exports_per_day: 5,
+        }
     }
 }
 
@@ -192,6 +202,19 @@ impl MonitorConfig {
         self.rules.get(name).cloned().unwrap_or_else(|| default_rule(name))
     }
 
+    /// How far back the first detector of an organization reads the trail: the longest window of an enabled rule
+    /// (60 minutes by default), at most a day.
+    pub fn replay_minutes(&self) -> u64 {
+        RULE_NAMES
+            .iter()
+            .map(|n| self.rule(n))
+            .filter(|r| r.enabled)
+            .map(|r| r.window_minutes)
+            .max()
+            .unwrap_or(0)
+            .min(1440)
+    }
+
     /// Fills in the rules left out, then checks every value; errors name the field (`rules.bulk_read.threshold`).
     pub fn validated(mut self, known_roles: &[i64]) -> Result<MonitorConfig, StoreError> {
         let mut errors = Vec::new();
@@ -249,6 +272,12 @@ impl MonitorConfig {
         }
         if !(1..=1000).contains(&b.min_history_hours) {
             errors.push(ValueError::new("baseline.min_history_hours", "must be between 1 and 1000"));
+        }
+        if !(1..=90).contains(&b.min_history_days) {
+            errors.push(ValueError::new("baseline.min_history_days", "must be between 1 and 90"));
+        }
+        if !(1..=100_000).contains(&b.min_exports_per_day) {
+            errors.push(ValueError::new("baseline.min_exports_per_day", "must be between 1 and 100000"));
         }
         if let Some(w) = &self.webhook {
             let ok_scheme = w.url.starts_with("http://") || w.url.starts_with("https://");

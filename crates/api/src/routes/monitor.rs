@@ -4,12 +4,14 @@
 //! scope covers the alert's subject; to anyone else they do not exist (404).
 
 use crate::AppState;
+use crate::client::Client;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, Authed};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use crm_store::{Alert, AlertPage, AlertQuery, MonitorConfig};
+use crm_store::{Alert, AlertPage, AlertQuery, AlertViewer, AuthOutcome, MonitorConfig};
 use futures_util::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -144,32 +146,111 @@ pub async fn assign(
     Ok(Json(state.store.scoped(p).alert_assign(id, body.assignee_id).await?))
 }
 
+/// How often an open stream re-checks its credential when no alert arrives (a revoked or expired session, a locked
+/// user or a refused network ends the stream within this time).
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// An open alert stream: its credential, checked again before every alert and every [`RECHECK`], and the viewer's
+/// scope, computed again whenever the organization's policy version moved.
+struct Watch {
+    store: crm_store::Store,
+    token: String,
+    client: crm_store::ClientInfo,
+    version: i64,
+    viewer: AlertViewer,
+    rx: tokio::sync::broadcast::Receiver<Alert>,
+    tick: tokio::time::Interval,
+}
+
+impl Watch {
+    /// Authenticates the stream's credential again, as a new request would (session live and not idle, user
+    /// active, network and hours admitted, nothing to fix first) and brings the viewer's scope up to the current
+    /// policy version. `false` ends the stream: the credential no longer holds, or the check failed (fail closed;
+    /// the client may reconnect).
+    async fn refresh(&mut self) -> bool {
+        let sys = self.store.unscoped_system_access();
+        let a = match sys.authenticate_from(&self.token, &self.client).await {
+            Ok(AuthOutcome::Valid(a)) if a.restriction.is_none() => a,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "re-checking an alert stream failed; closing it");
+                return false;
+            }
+        };
+        if a.principal.policy_version != self.version {
+            let version = a.principal.policy_version;
+            match self.store.scoped(a.principal).alert_viewer() {
+                Ok(v) => (self.viewer, self.version) = (v, version),
+                Err(_) => return false, // no longer allowed to see alerts at all
+            }
+        }
+        true
+    }
+}
+
+/// The credential the request presented: the bearer token, or the session cookie.
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(h) => h.to_str().ok()?.strip_prefix("Bearer ").map(|t| t.trim().to_string()),
+        None => crate::session_cookie::session_cookie(headers),
+    }
+}
+
 /// New alerts you may see, as server-sent events (`event: alert`, data: the alert as JSON), from every server
-/// process. Keep-alive comments every 15 s. Your scope is decided when the stream opens.
+/// process. Keep-alive comments every 15 s. Each alert is filtered by your access at the time it is sent (a
+/// permission change holds at the next event), and the stream ends when your session is revoked or expires, your
+/// account is locked or deactivated, or you lose access to alerts (checked before every alert and every 2 s).
 #[utoipa::path(get, path = "/api/v1/alerts/stream", tag = "monitoring", security(("bearer" = [])),
     responses((status = 200, description = "text/event-stream of alerts", body = String, content_type = "text/event-stream"),
         (status = 404, body = Problem)))]
 pub async fn stream(
     State(state): State<AppState>,
     Authed(p): Authed,
+    client: Client,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let version = p.policy_version;
     let viewer = state.store.scoped(p).alert_viewer()?;
-    let rx = state.store.alert_feed();
-    let events = futures_util::stream::unfold((rx, viewer), |(mut rx, viewer)| async move {
+    let token = presented_token(&headers).ok_or_else(ApiError::unauthorized)?;
+    let mut tick = tokio::time::interval(RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset(); // the first check is one period from now: the request was just authenticated
+    let watch = Watch {
+        rx: state.store.alert_feed(),
+        store: state.store.clone(),
+        token,
+        client: client.info,
+        version,
+        viewer,
+        tick,
+    };
+    let events = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
-            match rx.recv().await {
-                Ok(a) if viewer.sees(&a) => {
-                    let a = viewer.shown(a);
-                    let data = serde_json::to_string(&a).unwrap_or_default();
-                    let ev = Event::default().event("alert").id(a.id.to_string()).data(data);
-                    return Some((Ok(ev), (rx, viewer)));
+            let got = tokio::select! {
+                got = w.rx.recv() => Some(got),
+                _ = w.tick.tick() => None,
+            };
+            match got {
+                Some(Ok(a)) if a.org_id == w.viewer.org => {
+                    if !w.refresh().await {
+                        return None;
+                    }
+                    if w.viewer.sees(&a) {
+                        let a = w.viewer.shown(a);
+                        let data = serde_json::to_string(&a).unwrap_or_default();
+                        let ev = Event::default().event("alert").id(a.id.to_string()).data(data);
+                        return Some((Ok(ev), w));
+                    }
                 }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => {
+                Some(Ok(_)) => {}
+                Some(Err(RecvError::Lagged(n))) => {
                     let ev = Event::default().event("lagged").data(n.to_string());
-                    return Some((Ok(ev), (rx, viewer)));
+                    return Some((Ok(ev), w));
                 }
-                Err(RecvError::Closed) => return None,
+                Some(Err(RecvError::Closed)) => return None,
+                // The periodic check: a revoked or expired session, a locked user, ends the stream.
+                None if !w.refresh().await => return None,
+                None => {}
             }
         }
     });

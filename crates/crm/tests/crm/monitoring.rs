@@ -758,3 +758,135 @@ async fn the_webhook_is_signed_and_retried() {
     assert_eq!(attempts, 2);
     server.abort();
 }
+
+#[tokio::test]
+async fn export_baselines_flag_the_deviating_user_and_not_the_normal_one() {
+    for engine in engines() {
+        let (app, demo, _m) = monitored(engine).await;
+        let admin = token(&app, "admin").await;
+        let now_min =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64 / 60;
+        // Synthetic history: every rep exported 3 to 7 times a day on each of the last 10 days.
+        let reps = ["rep.north1", "rep.north2", "rep.east1", "rep.east2", "rep.south1", "rep.south2"];
+        let mut values = Vec::new();
+        for (i, name) in reps.iter().enumerate() {
+            let u = demo.users[name];
+            for d in 1..=10i64 {
+                let exports = 3 + (d + i as i64) % 5;
+                values.push(format!("({}, {u}, {}, 0, {exports})", demo.org, now_min - d * 1440));
+            }
+        }
+        // Today so far: north1 exported 30 times (a deviation), north2 5 times (within their history, 3 to 7).
+        values.push(format!("({}, {}, {}, 0, 30)", demo.org, demo.users["rep.north1"], now_min - 1));
+        values.push(format!("({}, {}, {}, 0, 5)", demo.org, demo.users["rep.north2"], now_min - 1));
+        app.sql_rows(&format!(
+            "INSERT INTO activity_rollup (org_id, user_id, minute, reads, exports) VALUES {}",
+            values.join(", ")
+        ))
+        .await;
+        // One more small export each (what the export endpoint audits): north2 first.
+        for name in ["rep.north2", "rep.north1"] {
+            let e = crm_store::AuditEntry::new(demo.org, Some(demo.users[name]), "record.export")
+                .module(crm_domain::Module::Customers)
+                .detail(json!({"module": "customers", "rows": 3, "ids": []}));
+            app.store.append_audit(e).await.expect("export entry");
+        }
+        let all = wait_alerts(&app, demo.org, &admin, "baseline").await;
+        assert_eq!(all.len(), 1, "[{engine}] only the deviating user: {all:#?}");
+        let a = &all[0];
+        assert_prompt(a);
+        assert_eq!(a["subject_id"], json!(demo.users["rep.north1"]), "[{engine}]");
+        let d = &a["detail"];
+        assert_eq!(d["metric"], json!("exports_per_day"), "{d}");
+        assert_eq!(d["current"], json!(31), "{d}");
+        assert_eq!(d["own"]["days"], json!(10), "{d}");
+        assert_eq!(d["own"]["max"], json!(7.0), "{d}");
+        assert_eq!(d["peers"]["users"], json!(5), "[{engine}] the other reps are the peers");
+        assert!(d["peers"]["p95"].as_i64().is_some_and(|p| (3..=7).contains(&p)), "{d}");
+        let text = d["explanation"].as_str().expect("explanation");
+        assert!(text.starts_with("31 exports today"), "{text}");
+        assert!(text.contains("highest 7") && text.contains("95th percentile"), "{text}");
+    }
+}
+
+/// Reads the stream until it ends (true) or `limit` passes (false); keep-alives and events are skipped.
+async fn stream_ends(res: &mut reqwest::Response, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(deadline - Instant::now(), res.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) | Ok(Err(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_open_alert_stream_follows_the_viewers_current_access() {
+    use crm_domain::{Action, Module};
+    for engine in engines() {
+        let (app, demo) = demo_app(engine).await;
+        let (store_a, _ma, a, server_a) = instance(&app.db.url).await;
+        let http = reqwest::Client::new();
+        let sign_in = async |user: &str, pw: &str| {
+            http.post(format!("{a}/api/v1/session")).json(&json!({"username": user, "password": pw})).send().await
+        };
+        let fail_five = async |user: &str| {
+            for _ in 0..5 {
+                assert_eq!(sign_in(user, "wrong-password").await.expect("sign in").status(), 401);
+            }
+        };
+        let token_of = async |user: &str| {
+            let v: Value = sign_in(user, password_for(user)).await.expect("sign in").json().await.expect("json");
+            v["token"].as_str().expect("token").to_string()
+        };
+        let (auditor, admin) = (token_of("auditor").await, token_of("admin").await);
+        tokio::time::sleep(Duration::from_millis(500)).await; // the detector places its cursor
+        let open = async |token: &str| {
+            let r = http.get(format!("{a}/api/v1/alerts/stream")).bearer_auth(token).send().await.expect("stream");
+            assert_eq!(r.status(), 200);
+            r
+        };
+        let mut feed = open(&auditor).await;
+        let mut admin_feed = open(&admin).await;
+        fail_five("rep.east2").await;
+        let got = next_alert(&mut feed, "failed_sign_ins_account", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("[{engine}] the auditor sees an alert about rep.east2"));
+        assert_eq!(got["subject_id"], json!(demo.users["rep.east2"]));
+
+        // Another process narrows the auditor to audit events about themselves.
+        let sys = app.store.unscoped_system_access();
+        let (mut policy, _) = sys.policy(demo.org).await.expect("policy");
+        let role = policy.roles.iter_mut().find(|r| r.id == crm::templates::ROLE_AUDITOR).expect("auditor role");
+        role.permissions.entry(Module::Audit).or_default().insert(Action::View, crm_policy::Scope::Own);
+        sys.set_policy(demo.org, None, &policy).await.expect("narrow");
+        // An alert about rep.south2 (no longer in scope), then one about the auditor (in scope): the open stream
+        // shows the second only (the feed sends alerts in the order they were raised).
+        fail_five("rep.south2").await;
+        let south2 = demo.users["rep.south2"];
+        let started = Instant::now();
+        while app.sql_i64(&format!("SELECT COUNT(*) FROM alerts WHERE subject_id = {south2}")).await == 0 {
+            assert!(started.elapsed() < Duration::from_secs(20), "[{engine}] no alert about rep.south2");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fail_five("auditor").await;
+        let got = next_alert(&mut feed, "failed_sign_ins_account", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("[{engine}] the auditor still sees alerts about themselves"));
+        assert_eq!(got["subject_id"], json!(demo.users["auditor"]), "[{engine}] the narrowed auditor got {got}");
+
+        // Signing the auditor's session out ends their open stream; locking the administrator ends theirs.
+        let r = http.delete(format!("{a}/api/v1/session")).bearer_auth(&auditor).send().await.expect("sign out");
+        assert_eq!(r.status(), 204);
+        assert!(stream_ends(&mut feed, Duration::from_secs(10)).await, "[{engine}] the revoked session's stream ends");
+        sys.set_user_status(demo.org, None, demo.users["admin"], crm_policy::UserStatus::Locked).await.expect("lock");
+        assert!(
+            stream_ends(&mut admin_feed, Duration::from_secs(10)).await,
+            "[{engine}] the locked user's stream ends"
+        );
+        server_a.abort();
+        store_a.close().await;
+    }
+}

@@ -1,5 +1,6 @@
-//! Monitoring in the store: two detectors on one database raise each incident once; the inline guards refuse when
-//! the rules cannot be read (fail closed). On every engine of `testdb::engines()`.
+//! Monitoring in the store: two detectors on one database raise each incident once; the first detector replays the
+//! rules' windows of the trail written before it started; the inline guards refuse when the rules cannot be read
+//! (fail closed). On every engine of `testdb::engines()`.
 
 use crate::support::*;
 use crate::testdb::engines;
@@ -14,7 +15,7 @@ async fn two_detectors_raise_each_incident_once() {
         let org = Org::new(&env.store, "acme", &scenario_policy()).await;
         let user = org.user(&env.store, "mallory", &[]).await;
         let other = open(&env.db.url).await;
-        // The first passes place the shared cursor at the head.
+        // The first passes place the shared cursor (and read the little trail there is).
         env.store.monitor_pass().await.expect("pass");
         other.monitor_pass().await.expect("pass");
         let reveal = || AuditEntry::new(org.id, Some(user), "record.reveal").record(Module::Customers, 1);
@@ -81,6 +82,64 @@ async fn inline_guards_fail_closed() {
         let p = org.sign_in(&env.store, "admin").await;
         assert!(env.store.scoped(p.clone()).guard_delete().await.is_err(), "[{engine}] delete guard fails closed");
         assert!(env.store.scoped(p).guard_export(1).await.is_err(), "[{engine}] export guard fails closed");
+        env.close().await;
+    }
+}
+
+/// Runs detection passes of both stores until the shared cursor reaches the organization's head.
+async fn settle(env: &Env, other: &crm_store::Store, org: i64) {
+    for _ in 0..50 {
+        let (a, b) = tokio::join!(env.store.monitor_pass(), other.monitor_pass());
+        a.expect("pass a");
+        b.expect("pass b");
+        let head = env.raw.int(format!("SELECT audit_seq FROM organizations WHERE id = {org}")).await;
+        let cursor =
+            env.raw.int(format!("SELECT COALESCE(MAX(last_seq), -1) FROM monitor_cursor WHERE org_id = {org}")).await;
+        if cursor >= head {
+            return;
+        }
+    }
+    panic!("the detectors did not reach the head of the trail");
+}
+
+#[tokio::test]
+async fn the_first_detector_replays_recent_history_and_alerts_each_incident_once() {
+    for engine in engines() {
+        let env = Env::new(engine).await;
+        let org = Org::new(&env.store, "acme", &scenario_policy()).await;
+        let user = org.user(&env.store, "mallory", &[]).await;
+        let export = |rows: i64| {
+            AuditEntry::new(org.id, Some(user), "record.export").module(Module::Customers).detail(json!({"rows": rows}))
+        };
+        // Before any detector ran: a large export three hours ago (outside every window)...
+        let old = env.store.append_audit(export(7000)).await.expect("append");
+        env.raw
+            .exec(format!("UPDATE audit_log SET at = at - 10800000 WHERE org_id = {} AND seq <= {old}", org.id))
+            .await;
+        // ...and, just now, a large export and twelve reveals of masked fields (threshold 10 in 10 minutes).
+        let recent = env.store.append_audit(export(5000)).await.expect("append");
+        for _ in 0..12 {
+            let e = AuditEntry::new(org.id, Some(user), "record.reveal").record(Module::Customers, 1);
+            env.store.append_audit(e).await.expect("append");
+        }
+        // Two processes start their detectors at once.
+        let other = open(&env.db.url).await;
+        settle(&env, &other, org.id).await;
+        let count = |rule: &str| format!("SELECT COUNT(*) FROM alerts WHERE org_id = {} AND rule = '{rule}'", org.id);
+        assert_eq!(env.raw.int(count("reveals")).await, 1, "[{engine}] the reveals before the start are an incident");
+        assert_eq!(env.raw.int(count("large_export")).await, 1, "[{engine}] the recent export only, once");
+        let trigger = env
+            .raw
+            .int(format!("SELECT trigger_seq FROM alerts WHERE org_id = {} AND rule = 'large_export'", org.id))
+            .await;
+        assert_eq!(trigger, recent, "[{engine}] the export of three hours ago is outside every window");
+        let alerts = env.raw.int(format!("SELECT COUNT(*) FROM alerts WHERE org_id = {}", org.id)).await;
+        // A detector that starts over without the shared cursor (as if none had run) repeats no alert.
+        env.raw.exec(format!("DELETE FROM monitor_cursor WHERE org_id = {}", org.id)).await;
+        settle(&env, &other, org.id).await;
+        let again = env.raw.int(format!("SELECT COUNT(*) FROM alerts WHERE org_id = {}", org.id)).await;
+        assert_eq!(again, alerts, "[{engine}] incidents already alerted are not alerted again");
+        other.close().await;
         env.close().await;
     }
 }
