@@ -427,7 +427,7 @@ async fn scan_ranges(
 ) -> Result<Vec<RangeScan>, StoreError> {
     let len = (to - from + 1).max(0);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-    let ranges = if ranges == 0 { cores.min((len / 4096).max(1) as usize) } else { ranges } as i64;
+    let ranges = (if ranges == 0 { cores.min((len / 4096).max(1) as usize) } else { ranges }) as i64;
     let per = (len + ranges - 1) / ranges.max(1);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handle = tokio::runtime::Handle::current();
@@ -439,25 +439,28 @@ async fn scan_ranges(
         let heads: Vec<(i64, String)> = heads.iter().filter(|(s, _)| *s >= a && *s <= b).cloned().collect();
         let (progress, done, handle) = (progress.clone(), Arc::clone(&done), handle.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
-            handle.block_on(async move {
-                let mut reader = audit::TrailReader::open(&url).await?;
-                let mut scanner = Scanner::new(a, b, &heads);
-                let result = reader
-                    .scan(org, a, b, |e| {
-                        let ok = scanner.feed(e);
-                        if ok
-                            && scanner.scan.rows % 16_384 == 0
-                            && let Some(p) = &progress
-                        {
-                            let n = done.fetch_add(16_384, std::sync::atomic::Ordering::Relaxed) + 16_384;
-                            p(n, total);
-                        }
-                        ok
-                    })
-                    .await;
-                reader.close().await;
-                result.map(|()| scanner.scan)
-            })
+            let mut scanner = Scanner::new(a, b, &heads);
+            let each = |e: &audit::EntryRef<'_>| {
+                let ok = scanner.feed(e);
+                if ok
+                    && scanner.scan.rows % 16_384 == 0
+                    && let Some(p) = &progress
+                {
+                    let n = done.fetch_add(16_384, std::sync::atomic::Ordering::Relaxed) + 16_384;
+                    p(n, total);
+                }
+                ok
+            };
+            match url.engine() {
+                Engine::Sqlite => audit::raw_sqlite::Reader::open(&url)?.scan(org, a, b, each)?,
+                Engine::Postgres => handle.block_on(async {
+                    let mut reader = audit::TrailReader::open(&url).await?;
+                    let result = reader.scan(org, a, b, each).await;
+                    reader.close().await;
+                    result
+                })?,
+            }
+            Ok::<_, StoreError>(scanner.scan)
         }));
         a = b + 1;
     }
@@ -547,6 +550,9 @@ pub(crate) async fn verify_org_with(
             if s.rows < s.len {
                 break;
             }
+        }
+        if let Some(p) = &opts.progress {
+            p(entries, total);
         }
     }
     // The rest (everything without `parallel`, from the first entry the scan stopped at with it): pipelined: the next chunk is read while this one is hashed (on the other cores).
@@ -675,6 +681,7 @@ pub(crate) async fn checkpoint_org(
     engine: Engine,
     org: OrgId,
     signer: &AuditSigner,
+    parallel: Option<&crate::DatabaseUrl>,
 ) -> Result<Option<Checkpoint>, StoreError> {
     let mut keys = load_keys(conn, engine).await?;
     if !keys.contains(signer.public_key()) {
@@ -687,7 +694,7 @@ pub(crate) async fn checkpoint_org(
         .max_by_key(|c| c.seq);
     let opts =
         VerifyOptions { keys: Some(keys), progress: None, start: last.as_ref().map(|c| (c.seq, c.head.clone())) };
-    let report = verify_org(conn, engine, org, &opts).await?;
+    let report = verify_org_with(conn, engine, org, &opts, None, parallel.map(|url| (url, 0))).await?;
     if let Some(p) = report.problem {
         return Err(StoreError::Conflict(format!(
             "the audit trail of organization {org} does not verify at seq {} ({}): {}; no checkpoint signed",
@@ -1069,7 +1076,7 @@ impl SystemAccess<'_> {
     /// one); `None` when nothing was appended since.
     pub async fn audit_checkpoint(&self, org: OrgId, signer: &AuditSigner) -> Result<Option<Checkpoint>, StoreError> {
         let mut conn = self.db().pool.acquire().await?;
-        checkpoint_org(&mut conn, self.db().engine, org, signer).await
+        checkpoint_org(&mut conn, self.db().engine, org, signer, Some(&self.db().url)).await
     }
 
     /// Signs checkpoints for every organization whose trail moved (see [`SystemAccess::audit_checkpoint`]).
