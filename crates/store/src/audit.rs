@@ -577,11 +577,7 @@ async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
     }
 }
 
-async fn commit_batch(
-    db: &Db,
-    conn: &mut Option<WriterConn>,
-    entries: &[&Pending],
-) -> Result<Vec<i64>, StoreError> {
+async fn commit_batch(db: &Db, conn: &mut Option<WriterConn>, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
     let mut attempt = 0;
     loop {
         let result = async {
@@ -765,7 +761,11 @@ async fn write_sqlite(c: &mut sqlx::SqliteConnection, entries: &[&Pending]) -> R
             rest = tail;
         }
         let head = rows.last().map(|r| r.hash.as_str()).unwrap_or_default();
-        sqlx::query("UPDATE organizations SET audit_head = ?1 WHERE id = ?2").bind(head).bind(org).execute(&mut *tx).await?;
+        sqlx::query("UPDATE organizations SET audit_head = ?1 WHERE id = ?2")
+            .bind(head)
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
         for (r, i) in rows.iter().zip(&idxs) {
             seqs[*i] = r.seq;
         }
@@ -831,7 +831,11 @@ async fn write_postgres(c: &mut sqlx::PgConnection, entries: &[&Pending]) -> Res
         .execute(&mut *tx)
         .await?;
         let head = rows.last().map(|r| r.hash.as_str()).unwrap_or_default();
-        sqlx::query("UPDATE organizations SET audit_head = $1 WHERE id = $2").bind(head).bind(org).execute(&mut *tx).await?;
+        sqlx::query("UPDATE organizations SET audit_head = $1 WHERE id = $2")
+            .bind(head)
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
         for (r, i) in rows.iter().zip(&idxs) {
             seqs[*i] = r.seq;
         }

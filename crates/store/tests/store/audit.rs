@@ -814,7 +814,9 @@ async fn tampering_at_range_boundaries_is_named_like_the_sequential_check() {
         // Where ranges start with 2 and 3 of them (the trail is cut into equal parts from seq 1).
         let per2 = (head + 1) / 2;
         let per3 = (head + 2) / 3;
-        let edit = |seq: i64| format!("UPDATE audit_log SET detail = '{{\"forged\":true}}' WHERE org_id = {org} AND seq = {seq}");
+        let edit = |seq: i64| {
+            format!("UPDATE audit_log SET detail = '{{\"forged\":true}}' WHERE org_id = {org} AND seq = {seq}")
+        };
         let delete = |seq: i64| format!("DELETE FROM audit_log WHERE org_id = {org} AND seq = {seq}");
         let relink = |seq: i64| format!("UPDATE audit_log SET prev_hash = 'ab' WHERE org_id = {org} AND seq = {seq}");
         let swap = |seq: i64| {
@@ -828,7 +830,12 @@ async fn tampering_at_range_boundaries_is_named_like_the_sequential_check() {
             ("the last entry of the first half".into(), vec![edit(per2)], per2, TamperKind::Modified),
             ("the first entry of the second half".into(), vec![edit(per2 + 1)], per2 + 1, TamperKind::Modified),
             ("the first entry of the third range".into(), vec![edit(2 * per3 + 1)], 2 * per3 + 1, TamperKind::Modified),
-            ("the link of the second half's first entry".into(), vec![relink(per2 + 1)], per2 + 1, TamperKind::Modified),
+            (
+                "the link of the second half's first entry".into(),
+                vec![relink(per2 + 1)],
+                per2 + 1,
+                TamperKind::Modified,
+            ),
             ("a deleted first entry of the second half".into(), vec![delete(per2 + 1)], per2 + 1, TamperKind::Deleted),
             ("a deleted last entry of the first half".into(), vec![delete(per2)], per2, TamperKind::Deleted),
             ("entries swapped across the halves".into(), swap(per2), per2, TamperKind::Reordered),
