@@ -1,7 +1,7 @@
 //! The audit trail's single writer. Every change is appended in the same transaction as the change itself, so
 //! neither exists without the other ([`append`]); events that change nothing (data access, failed sign-ins) go
-//! through the group committer ([`AuditWriter`]), which writes whatever is queued in one transaction and answers
-//! each caller only after that transaction is durable.
+//! through the group committer ([`AuditWriter`]), which writes whatever is queued in one transaction on its own
+//! native connection and answers each caller only after that transaction is durable.
 //!
 //! Entries are chained per organization: an explicit gap-free sequence number and a SHA-256 over the previous
 //! hash and the entry's canonical encoding ([`StoredEntry::compute_hash`]), which covers the organization and
