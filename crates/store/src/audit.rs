@@ -473,6 +473,7 @@ struct Pending {
     detail: String,
 }
 
+#[allow(clippy::large_enum_variant)] // nearly every message is an append; boxing would allocate for each
 enum Msg {
     Append(Pending, oneshot::Sender<Result<i64, String>>),
     /// Close the committer's connection (the store is closing) and say when it is closed.

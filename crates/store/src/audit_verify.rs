@@ -443,7 +443,7 @@ async fn scan_ranges(
             let each = |e: &audit::EntryRef<'_>| {
                 let ok = scanner.feed(e);
                 if ok
-                    && scanner.scan.rows % 16_384 == 0
+                    && scanner.scan.rows.is_multiple_of(16_384)
                     && let Some(p) = &progress
                 {
                     let n = done.fetch_add(16_384, std::sync::atomic::Ordering::Relaxed) + 16_384;
