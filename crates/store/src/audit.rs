@@ -511,8 +511,8 @@ impl AuditWriter {
         }
     }
 
-    /// Closes the committer's connection after the entries queued before (the store is closing). A later append
-    /// opens it again.
+    /// Closes the committer's connection after the entries queued before (the store is closing); later appends
+    /// fail, as they do on the closed pool.
     pub(crate) async fn close(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Close(done)).is_ok() {
@@ -525,6 +525,7 @@ async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut conn: Option<WriterConn> = None;
     let mut batch: Vec<(Pending, oneshot::Sender<Result<i64, String>>)> = Vec::new();
     let mut closing = Vec::new();
+    let mut closed = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         // Callers woken by the last commit are queueing their next entries: one turn of the scheduler lets them,
@@ -547,7 +548,11 @@ async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
         if !batch.is_empty() {
             tracing::debug!(entries = batch.len(), "audit group commit");
             let entries: Vec<&Pending> = batch.iter().map(|(p, _)| p).collect();
-            let result = commit_batch(&db, &mut conn, &entries).await;
+            let result = if closed {
+                Err(StoreError::Config("the store is closed".into()))
+            } else {
+                commit_batch(&db, &mut conn, &entries).await
+            };
             drop(entries);
             match result {
                 Ok(seqs) => {
@@ -565,6 +570,7 @@ async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
             }
         }
         if !closing.is_empty() {
+            closed = true;
             if let Some(c) = conn.take() {
                 c.close().await;
             }
