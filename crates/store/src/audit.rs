@@ -1,7 +1,7 @@
 //! The audit trail's single writer. Every change is appended in the same transaction as the change itself, so
 //! neither exists without the other ([`append`]); events that change nothing (data access, failed sign-ins) go
-//! through the group committer ([`AuditWriter`]), which writes whatever is queued in one transaction and answers
-//! each caller only after that transaction is durable.
+//! through the group committer ([`AuditWriter`]), which writes whatever is queued in one transaction on its own
+//! native connection and answers each caller only after that transaction is durable.
 //!
 //! Entries are chained per organization: an explicit gap-free sequence number and a SHA-256 over the previous
 //! hash and the entry's canonical encoding ([`StoredEntry::compute_hash`]), which covers the organization and
@@ -227,6 +227,89 @@ fn put_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// An entry as read, borrowing its text from the row it was decoded from: the verifier hashes it without copying.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryRef<'a> {
+    pub org_id: OrgId,
+    pub seq: i64,
+    pub at: i64,
+    pub actor_id: Option<i64>,
+    pub subject_id: Option<i64>,
+    pub session_id: Option<i64>,
+    pub action: &'a str,
+    pub module: Option<&'a str>,
+    pub record_id: Option<i64>,
+    pub target: Option<&'a str>,
+    pub outcome: &'a str,
+    pub detail: &'a str,
+    pub request_id: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+    pub hash_format: i64,
+}
+
+impl EntryRef<'_> {
+    /// The canonical encoding (format 2) at sequence number `seq`: see [`StoredEntry::canonical`].
+    fn canonical_as(&self, seq: i64, buf: &mut Vec<u8>) {
+        buf.clear();
+        put_i64(buf, self.org_id);
+        put_i64(buf, seq);
+        put_i64(buf, self.at);
+        put_opt_i64(buf, self.actor_id);
+        put_opt_i64(buf, self.subject_id);
+        put_opt_i64(buf, self.session_id);
+        put_str(buf, self.action);
+        put_opt_str(buf, self.module);
+        put_opt_i64(buf, self.record_id);
+        put_opt_str(buf, self.target);
+        put_str(buf, self.outcome);
+        put_str(buf, self.detail);
+        put_opt_str(buf, self.request_id);
+        put_opt_str(buf, self.ip);
+        put_opt_str(buf, self.user_agent);
+    }
+
+    /// The SHA-256 the entry should carry at sequence number `seq`, from its stored previous hash and content.
+    fn digest_as(&self, seq: i64, buf: &mut Vec<u8>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        if self.hash_format == 1 {
+            // The first format, kept so trails written before the second one still verify: it covers neither the
+            // organization nor the columns added with format 2.
+            let canonical = serde_json::json!([
+                seq,
+                self.at,
+                self.actor_id,
+                self.action,
+                self.module,
+                self.record_id,
+                self.outcome,
+                self.detail,
+                self.request_id,
+                self.ip
+            ]);
+            h.update(self.prev_hash.as_bytes());
+            h.update([0u8]);
+            h.update(canonical.to_string().as_bytes());
+        } else {
+            self.canonical_as(seq, buf);
+            h.update(b"crm-audit-v2\0");
+            h.update(self.prev_hash.as_bytes());
+            h.update([0u8]);
+            h.update(buf.as_slice());
+        }
+        h.finalize().into()
+    }
+
+    /// Does the stored hash match the recomputed one (`buf` is scratch space)? Compares the hex text without
+    /// allocating.
+    pub(crate) fn hash_matches(&self, buf: &mut Vec<u8>) -> bool {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.digest_as(self.seq, buf), &mut hex).is_ok() && hex.as_slice() == self.hash.as_bytes()
+    }
+}
+
 impl StoredEntry {
     fn from_entry(e: &AuditEntry, seq: i64, at: i64, prev_hash: String) -> StoredEntry {
         let mut s = StoredEntry {
@@ -253,25 +336,34 @@ impl StoredEntry {
         s
     }
 
+    /// The entry's borrowed view.
+    pub(crate) fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            org_id: self.org_id,
+            seq: self.seq,
+            at: self.at,
+            actor_id: self.actor_id,
+            subject_id: self.subject_id,
+            session_id: self.session_id,
+            action: &self.action,
+            module: self.module.as_deref(),
+            record_id: self.record_id,
+            target: self.target.as_deref(),
+            outcome: &self.outcome,
+            detail: &self.detail,
+            request_id: self.request_id.as_deref(),
+            ip: self.ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            hash_format: self.hash_format,
+        }
+    }
+
     /// The canonical encoding (format 2): every column in a fixed order, integers as 8 big-endian bytes, text
     /// length-prefixed, absent values as a 0 byte and present ones after a 1 byte, so no two entries encode alike.
     pub fn canonical(&self, buf: &mut Vec<u8>) {
-        buf.clear();
-        put_i64(buf, self.org_id);
-        put_i64(buf, self.seq);
-        put_i64(buf, self.at);
-        put_opt_i64(buf, self.actor_id);
-        put_opt_i64(buf, self.subject_id);
-        put_opt_i64(buf, self.session_id);
-        put_str(buf, &self.action);
-        put_opt_str(buf, self.module.as_deref());
-        put_opt_i64(buf, self.record_id);
-        put_opt_str(buf, self.target.as_deref());
-        put_str(buf, &self.outcome);
-        put_str(buf, &self.detail);
-        put_opt_str(buf, self.request_id.as_deref());
-        put_opt_str(buf, self.ip.as_deref());
-        put_opt_str(buf, self.user_agent.as_deref());
+        self.as_ref().canonical_as(self.seq, buf);
     }
 
     /// The hash this entry should carry, from its stored previous hash and content (`buf` is scratch space).
@@ -281,37 +373,7 @@ impl StoredEntry {
 
     /// The hash the entry would carry at sequence number `seq` (the verifier uses it to recognise moved entries).
     pub fn compute_hash_as(&self, seq: i64, buf: &mut Vec<u8>) -> String {
-        let mut h = Sha256::new();
-        if self.hash_format == 1 {
-            // The first format, kept so trails written before the second one still verify: it covers neither the
-            // organization nor the columns added with format 2.
-            let canonical = serde_json::json!([
-                seq,
-                self.at,
-                self.actor_id,
-                self.action,
-                self.module,
-                self.record_id,
-                self.outcome,
-                self.detail,
-                self.request_id,
-                self.ip
-            ]);
-            h.update(self.prev_hash.as_bytes());
-            h.update([0u8]);
-            h.update(canonical.to_string().as_bytes());
-        } else {
-            let mut e = std::borrow::Cow::Borrowed(self);
-            if seq != self.seq {
-                e.to_mut().seq = seq;
-            }
-            e.canonical(buf);
-            h.update(b"crm-audit-v2\0");
-            h.update(self.prev_hash.as_bytes());
-            h.update([0u8]);
-            h.update(buf.as_slice());
-        }
-        hex::encode(h.finalize())
+        hex::encode(self.as_ref().digest_as(seq, buf))
     }
 
     pub(crate) fn from_row(r: &AnyRow) -> Result<StoredEntry, StoreError> {
@@ -404,36 +466,19 @@ pub(crate) async fn append(conn: &mut AnyConnection, engine: Engine, e: &AuditEn
     Ok(seq)
 }
 
-/// Appends entries of possibly several organizations in one transaction (the caller's); returns their sequence
-/// numbers in order. Organizations are locked in ascending id order, so two committers never deadlock.
-pub(crate) async fn append_many(
-    conn: &mut AnyConnection,
-    engine: Engine,
-    entries: &[&AuditEntry],
-) -> Result<Vec<i64>, StoreError> {
-    let mut by_org: BTreeMap<OrgId, Vec<usize>> = BTreeMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        by_org.entry(e.org).or_default().push(i);
-    }
-    let mut seqs = vec![0i64; entries.len()];
-    let at = now_ms();
-    for (org, idxs) in by_org {
-        let (last, mut prev) = reserve(conn, engine, org, idxs.len() as i64).await?;
-        let first = last - idxs.len() as i64 + 1;
-        let mut rows = Vec::with_capacity(idxs.len());
-        for (k, i) in idxs.iter().enumerate() {
-            let row = StoredEntry::from_entry(entries[*i], first + k as i64, at, prev);
-            prev = row.hash.clone();
-            seqs[*i] = row.seq;
-            rows.push(row);
-        }
-        insert_rows(conn, engine, &rows).await?;
-        set_head(conn, engine, org, &prev).await?;
-    }
-    Ok(seqs)
+/// An entry queued for the group committer, its detail already serialised (by the caller's task, so callers on
+/// every core share that work instead of the committer doing it alone).
+struct Pending {
+    entry: AuditEntry,
+    detail: String,
 }
 
-type Job = (AuditEntry, oneshot::Sender<Result<i64, String>>);
+#[allow(clippy::large_enum_variant)] // nearly every message is an append; boxing would allocate for each
+enum Msg {
+    Append(Pending, oneshot::Sender<Result<i64, String>>),
+    /// Close the committer's connection (the store is closing) and say when it is closed.
+    Close(oneshot::Sender<()>),
+}
 
 /// Most entries one group commit writes.
 const MAX_BATCH: usize = 2048;
@@ -442,76 +487,368 @@ const MAX_BATCH: usize = 2048;
 /// one task writes whatever is queued in one transaction and answers each caller after the commit, so an answer
 /// means the entry is durable (SQLite `synchronous=FULL`, PostgreSQL's commit).
 pub(crate) struct AuditWriter {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<Msg>,
 }
 
 impl AuditWriter {
     pub(crate) fn start(db: Db) -> AuditWriter {
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, rx) = mpsc::unbounded_channel::<Msg>();
         tokio::spawn(run_writer(db, rx));
         AuditWriter { tx }
     }
 
     /// Appends `e` and returns its sequence number once it is durable.
-    pub(crate) async fn append(&self, e: AuditEntry) -> Result<i64, StoreError> {
+    pub(crate) async fn append(&self, entry: AuditEntry) -> Result<i64, StoreError> {
+        let detail = entry.detail.to_string();
         let (done, wait) = oneshot::channel();
-        self.tx.send((e, done)).map_err(|_| StoreError::Config("the audit writer has stopped".into()))?;
+        self.tx
+            .send(Msg::Append(Pending { entry, detail }, done))
+            .map_err(|_| StoreError::Config("the audit writer has stopped".into()))?;
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(m)) => Err(StoreError::Config(format!("audit append failed: {m}"))),
             Err(_) => Err(StoreError::Config("the audit writer has stopped".into())),
         }
     }
-}
 
-async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let result = commit_batch(&db, &batch).await;
-        match result {
-            Ok(seqs) => {
-                for ((_, done), seq) in batch.into_iter().zip(seqs) {
-                    let _ = done.send(Ok(seq));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "audit group commit failed");
-                let m = e.to_string();
-                for (_, done) in batch {
-                    let _ = done.send(Err(m.clone()));
-                }
-            }
+    /// Closes the committer's connection after the entries queued before (the store is closing); later appends
+    /// fail, as they do on the closed pool.
+    pub(crate) async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).is_ok() {
+            let _ = wait.await;
         }
     }
 }
 
-async fn commit_batch(db: &Db, batch: &[Job]) -> Result<Vec<i64>, StoreError> {
-    let entries: Vec<&AuditEntry> = batch.iter().map(|(e, _)| e).collect();
+async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let mut conn: Option<WriterConn> = None;
+    let mut batch: Vec<(Pending, oneshot::Sender<Result<i64, String>>)> = Vec::new();
+    let mut closing = Vec::new();
+    let mut closed = false;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Callers woken by the last commit are queueing their next entries: one turn of the scheduler lets them,
+        // so the batch is not cut after the first few.
+        for turn in 0..2 {
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Append(p, done) => batch.push((p, done)),
+                    Msg::Close(done) => closing.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if turn == 0 && batch.len() < MAX_BATCH {
+                tokio::task::yield_now().await;
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            tracing::debug!(entries = batch.len(), "audit group commit");
+            let entries: Vec<&Pending> = batch.iter().map(|(p, _)| p).collect();
+            let result = if closed {
+                Err(StoreError::Config("the store is closed".into()))
+            } else {
+                commit_batch(&db, &mut conn, &entries).await
+            };
+            drop(entries);
+            match result {
+                Ok(seqs) => {
+                    for ((_, done), seq) in batch.drain(..).zip(seqs) {
+                        let _ = done.send(Ok(seq));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, entries = batch.len(), "audit group commit failed");
+                    let m = e.to_string();
+                    for (_, done) in batch.drain(..) {
+                        let _ = done.send(Err(m.clone()));
+                    }
+                }
+            }
+        }
+        if !closing.is_empty() {
+            closed = true;
+            if let Some(c) = conn.take() {
+                c.close().await;
+            }
+            for done in closing.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+    if let Some(c) = conn.take() {
+        c.close().await;
+    }
+}
+
+async fn commit_batch(db: &Db, conn: &mut Option<WriterConn>, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
     let mut attempt = 0;
     loop {
         let result = async {
-            let mut tx = db.begin_write().await?;
-            let seqs = append_many(&mut tx, db.engine, &entries).await?;
-            tx.commit().await?;
-            Ok::<_, StoreError>(seqs)
+            let c = match conn {
+                Some(c) => c,
+                None => conn.insert(WriterConn::open(&db.url).await?),
+            };
+            c.write(entries).await
         }
         .await;
         match result {
-            // A busy or serialization failure is worth one more try; the transaction rolled back, no number used.
-            Err(StoreError::Db(e)) if attempt < 3 && !matches!(e, sqlx::Error::RowNotFound) => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "audit group commit failed, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            Ok(seqs) => return Ok(seqs),
+            Err(e) => {
+                // The transaction rolled back (the connection is dropped with it): no number was used up.
+                if let Some(c) = conn.take() {
+                    c.close().await;
+                }
+                match e {
+                    // A busy or serialization failure, or a lost connection, is worth another try.
+                    StoreError::Db(e) if attempt < 3 && !matches!(e, sqlx::Error::RowNotFound) => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "audit group commit failed, retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                    }
+                    other => return Err(other),
+                }
             }
-            other => return other,
         }
     }
+}
+
+/// One entry of a batch with its place in the chain.
+struct Chained<'a> {
+    p: &'a Pending,
+    seq: i64,
+    prev: String,
+    hash: String,
+}
+
+/// The entries `idxs` of `org`, numbered from `first` and chained from `prev`.
+fn chain<'a>(entries: &[&'a Pending], idxs: &[usize], first: i64, at: i64, mut prev: String) -> Vec<Chained<'a>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(idxs.len());
+    for (k, i) in idxs.iter().enumerate() {
+        let p = entries[*i];
+        let e = &p.entry;
+        let seq = first + k as i64;
+        let r = EntryRef {
+            org_id: e.org,
+            seq,
+            at,
+            actor_id: e.actor,
+            subject_id: e.subject,
+            session_id: e.session_id,
+            action: &e.action,
+            module: e.module.map(Module::as_str),
+            record_id: e.record_id,
+            target: e.target.as_deref(),
+            outcome: e.outcome,
+            detail: &p.detail,
+            request_id: e.request_id.as_deref(),
+            ip: e.ip.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            prev_hash: &prev,
+            hash: "",
+            hash_format: HASH_FORMAT,
+        };
+        let hash = hex::encode(r.digest_as(seq, &mut buf));
+        let row = Chained { p, seq, prev: std::mem::replace(&mut prev, hash.clone()), hash };
+        out.push(row);
+    }
+    out
+}
+
+/// Entries grouped by organization, in ascending id order (so two committers never deadlock).
+fn by_org(entries: &[&Pending]) -> BTreeMap<OrgId, Vec<usize>> {
+    let mut by_org: BTreeMap<OrgId, Vec<usize>> = BTreeMap::new();
+    for (i, p) in entries.iter().enumerate() {
+        by_org.entry(p.entry.org).or_default().push(i);
+    }
+    by_org
+}
+
+/// The group committer's own native connection: values are bound with their types (no conversion through the
+/// `Any` driver), and on PostgreSQL a batch of one organization is one `INSERT … SELECT FROM UNNEST` of one array
+/// per column. Opened on first use, dropped after an error (and opened again).
+enum WriterConn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriterConn {
+    async fn open(url: &crate::DatabaseUrl) -> Result<WriterConn, StoreError> {
+        use sqlx::ConnectOptions;
+        use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+        use std::str::FromStr;
+        Ok(match url.engine() {
+            // As the pool's connections: WAL, and FULL sync so an acknowledged entry survives a crash or power loss.
+            // Statement journals (a multi-row INSERT's undo log, discarded when the statement ends; never needed
+            // after a crash) stay in memory instead of spilling to a temporary file, and pages are read through
+            // the mapped file.
+            Engine::Sqlite => WriterConn::Sqlite(
+                sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(std::time::Duration::from_secs(10))
+                    .pragma("temp_store", "MEMORY")
+                    .pragma("mmap_size", "1073741824")
+                    .connect()
+                    .await?,
+            ),
+            Engine::Postgres => {
+                WriterConn::Postgres(sqlx::postgres::PgConnectOptions::from_str(url.expose())?.connect().await?)
+            }
+        })
+    }
+
+    async fn close(self) {
+        use sqlx::Connection;
+        let _ = match self {
+            WriterConn::Sqlite(c) => c.close().await,
+            WriterConn::Postgres(c) => c.close().await,
+        };
+    }
+
+    /// Appends `entries` in one transaction, durable when this returns; their sequence numbers in order.
+    async fn write(&mut self, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
+        match self {
+            WriterConn::Sqlite(c) => write_sqlite(c, entries).await,
+            WriterConn::Postgres(c) => write_postgres(c, entries).await,
+        }
+    }
+}
+
+async fn write_sqlite(c: &mut sqlx::SqliteConnection, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
+    use sqlx::Connection;
+    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+    let mut seqs = vec![0i64; entries.len()];
+    let at = now_ms();
+    for (org, idxs) in by_org(entries) {
+        let n = idxs.len() as i64;
+        let row = sqlx::query(
+            "UPDATE organizations SET audit_seq = audit_seq + ?1 WHERE id = ?2 RETURNING audit_seq, audit_head",
+        )
+        .bind(n)
+        .bind(org)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let (last, head): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let rows = chain(entries, &idxs, last - n + 1, at, head);
+        let mut rest = rows.as_slice();
+        while !rest.is_empty() {
+            let size = [256usize, 64, 16, 4, 1].into_iter().find(|s| *s <= rest.len()).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sqlite_insert(size)));
+            for r in chunk {
+                let e = &r.p.entry;
+                q = q
+                    .bind(e.org)
+                    .bind(r.seq)
+                    .bind(at)
+                    .bind(e.actor)
+                    .bind(e.subject)
+                    .bind(e.session_id)
+                    .bind(e.action.as_str())
+                    .bind(e.module.map(Module::as_str))
+                    .bind(e.record_id)
+                    .bind(e.target.as_deref())
+                    .bind(e.outcome)
+                    .bind(r.p.detail.as_str())
+                    .bind(e.request_id.as_deref())
+                    .bind(e.ip.as_deref())
+                    .bind(e.user_agent.as_deref())
+                    .bind(r.prev.as_str())
+                    .bind(r.hash.as_str())
+                    .bind(HASH_FORMAT);
+            }
+            q.execute(&mut *tx).await?;
+            rest = tail;
+        }
+        let head = rows.last().map(|r| r.hash.as_str()).unwrap_or_default();
+        sqlx::query("UPDATE organizations SET audit_head = ?1 WHERE id = ?2")
+            .bind(head)
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
+        for (r, i) in rows.iter().zip(&idxs) {
+            seqs[*i] = r.seq;
+        }
+    }
+    tx.commit().await?;
+    Ok(seqs)
+}
+
+/// `INSERT INTO audit_log (…) VALUES (?, …), …` for `rows` rows (the text depends only on the count, so the
+/// connection's statement cache holds one statement per chunk size).
+fn sqlite_insert(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; 18].join(", "));
+    format!("INSERT INTO audit_log ({COLUMNS}) VALUES {}", vec![one; rows].join(", "))
+}
+
+async fn write_postgres(c: &mut sqlx::PgConnection, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
+    use sqlx::Connection;
+    let mut tx = c.begin().await?;
+    let mut seqs = vec![0i64; entries.len()];
+    let at = now_ms();
+    for (org, idxs) in by_org(entries) {
+        let n = idxs.len() as i64;
+        let row = sqlx::query(
+            "UPDATE organizations SET audit_seq = audit_seq + $1 WHERE id = $2 RETURNING audit_seq, audit_head",
+        )
+        .bind(n)
+        .bind(org)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let (last, head): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let rows = chain(entries, &idxs, last - n + 1, at, head);
+        let col = |f: fn(&Chained<'_>) -> Option<i64>| rows.iter().map(f).collect::<Vec<Option<i64>>>();
+        let text = |f: for<'r> fn(&'r Chained<'_>) -> Option<&'r str>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO audit_log (org_id, seq, at, actor_id, subject_id, session_id, action, module, record_id, \
+             target, outcome, detail, request_id, ip, user_agent, prev_hash, hash, hash_format) \
+             SELECT $1, s.seq, $2, s.actor_id, s.subject_id, s.session_id, s.action, s.module, s.record_id, s.target, \
+             s.outcome, s.detail, s.request_id, s.ip, s.user_agent, s.prev_hash, s.hash, $3 FROM UNNEST(\
+             $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], \
+             $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], $18::TEXT[]) \
+             AS s(seq, actor_id, subject_id, session_id, action, module, record_id, target, outcome, detail, \
+             request_id, ip, user_agent, prev_hash, hash)",
+        )
+        .bind(org)
+        .bind(at)
+        .bind(HASH_FORMAT)
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
+        .bind(col(|r| r.p.entry.actor))
+        .bind(col(|r| r.p.entry.subject))
+        .bind(col(|r| r.p.entry.session_id))
+        .bind(text(|r| Some(r.p.entry.action.as_str())))
+        .bind(text(|r| r.p.entry.module.map(Module::as_str)))
+        .bind(col(|r| r.p.entry.record_id))
+        .bind(text(|r| r.p.entry.target.as_deref()))
+        .bind(text(|r| Some(r.p.entry.outcome)))
+        .bind(text(|r| Some(r.p.detail.as_str())))
+        .bind(text(|r| r.p.entry.request_id.as_deref()))
+        .bind(text(|r| r.p.entry.ip.as_deref()))
+        .bind(text(|r| r.p.entry.user_agent.as_deref()))
+        .bind(text(|r| Some(r.prev.as_str())))
+        .bind(text(|r| Some(r.hash.as_str())))
+        .execute(&mut *tx)
+        .await?;
+        let head = rows.last().map(|r| r.hash.as_str()).unwrap_or_default();
+        sqlx::query("UPDATE organizations SET audit_head = $1 WHERE id = $2")
+            .bind(head)
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
+        for (r, i) in rows.iter().zip(&idxs) {
+            seqs[*i] = r.seq;
+        }
+    }
+    tx.commit().await?;
+    Ok(seqs)
 }
 
 // ---- reading the trail -----------------------------------------------------------------------------------------
@@ -617,6 +954,66 @@ impl TrailReader {
         })
     }
 
+    /// Streams the entries of `org` with `from <= seq <= to` in sequence order to `each`, borrowed from the rows
+    /// (no copy), until `each` returns `false` or the range ends.
+    pub(crate) async fn scan(
+        &mut self,
+        org: OrgId,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(&EntryRef<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        fn decode<'r, R: Row>(r: &'r R) -> Result<EntryRef<'r>, sqlx::Error>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            Ok(EntryRef {
+                org_id: r.try_get(0)?,
+                seq: r.try_get(1)?,
+                at: r.try_get(2)?,
+                actor_id: r.try_get(3)?,
+                subject_id: r.try_get(4)?,
+                session_id: r.try_get(5)?,
+                action: r.try_get(6)?,
+                module: r.try_get(7)?,
+                record_id: r.try_get(8)?,
+                target: r.try_get(9)?,
+                outcome: r.try_get(10)?,
+                detail: r.try_get(11)?,
+                request_id: r.try_get(12)?,
+                ip: r.try_get(13)?,
+                user_agent: r.try_get(14)?,
+                prev_hash: r.try_get(15)?,
+                hash: r.try_get(16)?,
+                hash_format: r.try_get(17)?,
+            })
+        }
+        match self {
+            TrailReader::Sqlite(c) => {
+                let sql = scan_sql("?", "?", "?");
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(from).bind(to).fetch(&mut *c);
+                while let Some(row) = rows.try_next().await? {
+                    if !each(&decode(&row)?) {
+                        break;
+                    }
+                }
+            }
+            TrailReader::Postgres(c) => {
+                let sql = scan_sql("$1", "$2", "$3");
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(from).bind(to).fetch(&mut *c);
+                while let Some(row) = rows.try_next().await? {
+                    if !each(&decode(&row)?) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn close(self) {
         use sqlx::Connection;
         let _ = match self {
@@ -626,8 +1023,203 @@ impl TrailReader {
     }
 }
 
+fn scan_sql(a: &str, b: &str, c: &str) -> String {
+    format!("SELECT {COLUMNS} FROM audit_log WHERE org_id = {a} AND seq >= {b} AND seq <= {c} ORDER BY seq")
+}
+
 fn const_format_sql(a: &str, b: &str, c: &str, d: &str) -> String {
     format!("SELECT {COLUMNS} FROM audit_log WHERE org_id = {a} AND seq >= {b} AND seq <= {c} ORDER BY seq LIMIT {d}")
+}
+
+// ---- reading the trail through SQLite's C API ------------------------------------------------------------------
+
+/// A read-only SQLite connection through the C API, for the verifier's range scans. The driver copies every value
+/// of every row into its own allocation before handing the row over (about 5 µs per entry, most of verification's
+/// time); here each column is read in place, valid until the next step, and borrowed by the [`EntryRef`] given to
+/// the callback. The only `unsafe` code of the store; every call is checked and the handles are released on drop.
+pub(crate) mod raw_sqlite {
+    use super::EntryRef;
+    use crate::StoreError;
+    use crm_domain::OrgId;
+    use libsqlite3_sys as ffi;
+    use std::ffi::{CStr, CString, c_int};
+    use std::ptr;
+
+    pub(crate) struct Reader {
+        db: *mut ffi::sqlite3,
+    }
+
+    impl Drop for Reader {
+        fn drop(&mut self) {
+            // SAFETY: `db` came from `sqlite3_open_v2` (a null pointer is a no-op) and its statements are finalized
+            // (they borrow the reader, so none outlives it).
+            unsafe {
+                ffi::sqlite3_close(self.db);
+            }
+        }
+    }
+
+    struct Stmt<'r> {
+        stmt: *mut ffi::sqlite3_stmt,
+        _reader: std::marker::PhantomData<&'r Reader>,
+    }
+
+    impl Drop for Stmt<'_> {
+        fn drop(&mut self) {
+            // SAFETY: prepared by `sqlite3_prepare_v2` on a connection that outlives this borrow.
+            unsafe {
+                ffi::sqlite3_finalize(self.stmt);
+            }
+        }
+    }
+
+    impl Reader {
+        /// Opens the database file read-only.
+        pub(crate) fn open(url: &crate::DatabaseUrl) -> Result<Reader, StoreError> {
+            use std::str::FromStr;
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())?;
+            let path = opts.get_filename().to_str().and_then(|p| CString::new(p).ok()).ok_or_else(|| {
+                StoreError::Config(format!("the SQLite path {} is not valid UTF-8", opts.get_filename().display()))
+            })?;
+            let mut db = ptr::null_mut();
+            // SAFETY: `path` is a valid C string; `db` receives a handle (closed by `Reader`'s drop, even on error).
+            let rc = unsafe {
+                ffi::sqlite3_open_v2(
+                    path.as_ptr(),
+                    &mut db,
+                    ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_NOMUTEX,
+                    ptr::null(),
+                )
+            };
+            let reader = Reader { db };
+            reader.check(rc)?;
+            // SAFETY: an open connection.
+            reader.check(unsafe { ffi::sqlite3_busy_timeout(db, 10_000) })?;
+            // Pages read in place from the mapped file instead of copied by a system call each.
+            reader.exec(c"PRAGMA mmap_size = 1073741824")?;
+            Ok(reader)
+        }
+
+        fn check(&self, rc: c_int) -> Result<(), StoreError> {
+            if rc == ffi::SQLITE_OK {
+                return Ok(());
+            }
+            // SAFETY: `sqlite3_errmsg` accepts the handle (or null) and returns a string owned by SQLite.
+            let msg = unsafe {
+                let m = ffi::sqlite3_errmsg(self.db);
+                if m.is_null() { String::new() } else { CStr::from_ptr(m).to_string_lossy().into_owned() }
+            };
+            Err(StoreError::Config(format!("reading the audit trail: SQLite error {rc}: {msg}")))
+        }
+
+        fn exec(&self, sql: &CStr) -> Result<(), StoreError> {
+            // SAFETY: an open connection and a valid C string; no callback.
+            let rc = unsafe { ffi::sqlite3_exec(self.db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
+            self.check(rc)
+        }
+
+        fn prepare(&self, sql: &CStr) -> Result<Stmt<'_>, StoreError> {
+            let mut stmt = ptr::null_mut();
+            // SAFETY: an open connection and a valid C string, read up to its terminator.
+            let rc = unsafe { ffi::sqlite3_prepare_v2(self.db, sql.as_ptr(), -1, &mut stmt, ptr::null_mut()) };
+            let stmt = Stmt { stmt, _reader: std::marker::PhantomData };
+            self.check(rc)?;
+            if stmt.stmt.is_null() {
+                return Err(StoreError::Config("reading the audit trail: empty statement".into()));
+            }
+            Ok(stmt)
+        }
+
+        /// As [`super::TrailReader::scan`]. A row whose values do not have the column's type (which the driver would
+        /// refuse to decode) ends the scan there, as a bad entry would.
+        pub(crate) fn scan(
+            &mut self,
+            org: OrgId,
+            from: i64,
+            to: i64,
+            mut each: impl FnMut(&EntryRef<'_>) -> bool,
+        ) -> Result<(), StoreError> {
+            let sql = c"SELECT org_id, seq, at, actor_id, subject_id, session_id, action, module, record_id, target, outcome, detail, request_id, ip, user_agent, prev_hash, hash, hash_format FROM audit_log WHERE org_id = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq";
+            let stmt = self.prepare(sql)?;
+            for (i, v) in [(1, org), (2, from), (3, to)] {
+                // SAFETY: a prepared statement with three parameters.
+                self.check(unsafe { ffi::sqlite3_bind_int64(stmt.stmt, i, v) })?;
+            }
+            loop {
+                // SAFETY: a prepared statement, stepped on the thread that owns the connection.
+                let rc = unsafe { ffi::sqlite3_step(stmt.stmt) };
+                if rc == ffi::SQLITE_DONE {
+                    return Ok(());
+                }
+                if rc != ffi::SQLITE_ROW {
+                    return self.check(rc);
+                }
+                // The statement is on a row; its values are read before the next step.
+                let row = Row(stmt.stmt);
+                let Some(e) = row.entry() else { return Ok(()) };
+                if !each(&e) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The current row of a statement (valid until it steps again; the entry borrows `self`).
+    struct Row(*mut ffi::sqlite3_stmt);
+
+    impl Row {
+        fn int(&self, i: c_int) -> Option<Option<i64>> {
+            // SAFETY: `i` is a column of the current row.
+            match unsafe { ffi::sqlite3_column_type(self.0, i) } {
+                ffi::SQLITE_NULL => Some(None),
+                ffi::SQLITE_INTEGER => Some(Some(unsafe { ffi::sqlite3_column_int64(self.0, i) })),
+                _ => None,
+            }
+        }
+
+        fn text(&self, i: c_int) -> Option<Option<&str>> {
+            // SAFETY: `i` is a column of the current row; the text pointer is read before its length (the order
+            // SQLite documents) and stays valid until the statement steps again: the row and the entry borrowing it
+            // live within one turn of the scan loop.
+            unsafe {
+                match ffi::sqlite3_column_type(self.0, i) {
+                    ffi::SQLITE_NULL => Some(None),
+                    ffi::SQLITE_TEXT => {
+                        let p = ffi::sqlite3_column_text(self.0, i);
+                        let n = usize::try_from(ffi::sqlite3_column_bytes(self.0, i)).ok()?;
+                        if p.is_null() {
+                            return None;
+                        }
+                        std::str::from_utf8(std::slice::from_raw_parts(p, n)).ok().map(Some)
+                    }
+                    _ => None,
+                }
+            }
+        }
+
+        fn entry(&self) -> Option<EntryRef<'_>> {
+            Some(EntryRef {
+                org_id: self.int(0)??,
+                seq: self.int(1)??,
+                at: self.int(2)??,
+                actor_id: self.int(3)?,
+                subject_id: self.int(4)?,
+                session_id: self.int(5)?,
+                action: self.text(6)??,
+                module: self.text(7)?,
+                record_id: self.int(8)?,
+                target: self.text(9)?,
+                outcome: self.text(10)??,
+                detail: self.text(11)??,
+                request_id: self.text(12)?,
+                ip: self.text(13)?,
+                user_agent: self.text(14)?,
+                prev_hash: self.text(15)??,
+                hash: self.text(16)??,
+                hash_format: self.int(17)??,
+            })
+        }
+    }
 }
 
 /// The organization's recorded head: the last sequence number and its hash.

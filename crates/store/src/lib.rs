@@ -146,8 +146,9 @@ impl Store {
         self.db.engine
     }
 
-    /// Closes the pool, waiting for connections in use.
+    /// Closes the pool (and the audit group committer's connection), waiting for connections in use.
     pub async fn close(&self) {
+        self.audit.close().await;
         self.db.pool.close().await;
     }
 

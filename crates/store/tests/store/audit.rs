@@ -785,3 +785,82 @@ async fn checkpoints_archives_and_purges_keep_the_trail_verifiable() {
         env.close().await;
     }
 }
+
+/// Verification reads and hashes ranges of the trail in parallel: tampering at the edges of a range, in a later
+/// range, or in two ranges at once is named at the same first bad entry, with the same kind, as by the sequential
+/// verifier, whatever the number of ranges; an intact trail gives the same report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_at_range_boundaries_is_named_like_the_sequential_check() {
+    for engine in engines() {
+        let env = Env::new(engine).await;
+        let sys = env.store.unscoped_system_access();
+        let signer = AuditSigner::generate();
+        sys.register_audit_key(signer.public_key()).await.unwrap();
+        let (org, head) = trail(&env, "ranges", Some(&signer)).await;
+        let (bystander, _) = trail(&env, "bystander", None).await;
+        assert!(head > 25, "{engine}: {head}");
+        backup(&env, org).await;
+        let opts = VerifyOptions::default();
+        let whole = sys.verify_audit_trail_in_ranges(org, &opts, 1).await.unwrap();
+        assert_eq!(whole.problem, None, "{engine}");
+        for ranges in [2usize, 3, 5, 16] {
+            let r = sys.verify_audit_trail_in_ranges(org, &opts, ranges).await.unwrap();
+            assert_eq!(
+                (r.problem, r.entries, r.last_seq, r.last_hash.clone(), r.signed_through),
+                (None, whole.entries, whole.last_seq, whole.last_hash.clone(), whole.signed_through),
+                "{engine}: {ranges} ranges"
+            );
+        }
+        // Where ranges start with 2 and 3 of them (the trail is cut into equal parts from seq 1).
+        let per2 = (head + 1) / 2;
+        let per3 = (head + 2) / 3;
+        let edit = |seq: i64| {
+            format!("UPDATE audit_log SET detail = '{{\"forged\":true}}' WHERE org_id = {org} AND seq = {seq}")
+        };
+        let delete = |seq: i64| format!("DELETE FROM audit_log WHERE org_id = {org} AND seq = {seq}");
+        let relink = |seq: i64| format!("UPDATE audit_log SET prev_hash = 'ab' WHERE org_id = {org} AND seq = {seq}");
+        let swap = |seq: i64| {
+            vec![
+                format!("UPDATE audit_log SET seq = -1 WHERE org_id = {org} AND seq = {seq}"),
+                format!("UPDATE audit_log SET seq = {seq} WHERE org_id = {org} AND seq = {}", seq + 1),
+                format!("UPDATE audit_log SET seq = {} WHERE org_id = {org} AND seq = -1", seq + 1),
+            ]
+        };
+        let cases: Vec<(String, Vec<String>, i64, TamperKind)> = vec![
+            ("the last entry of the first half".into(), vec![edit(per2)], per2, TamperKind::Modified),
+            ("the first entry of the second half".into(), vec![edit(per2 + 1)], per2 + 1, TamperKind::Modified),
+            ("the first entry of the third range".into(), vec![edit(2 * per3 + 1)], 2 * per3 + 1, TamperKind::Modified),
+            (
+                "the link of the second half's first entry".into(),
+                vec![relink(per2 + 1)],
+                per2 + 1,
+                TamperKind::Modified,
+            ),
+            ("a deleted first entry of the second half".into(), vec![delete(per2 + 1)], per2 + 1, TamperKind::Deleted),
+            ("a deleted last entry of the first half".into(), vec![delete(per2)], per2, TamperKind::Deleted),
+            ("entries swapped across the halves".into(), swap(per2), per2, TamperKind::Reordered),
+            ("the first entry".into(), vec![edit(1)], 1, TamperKind::Modified),
+            ("an entry near the end".into(), vec![edit(head - 1)], head - 1, TamperKind::Modified),
+            ("two halves at once".into(), vec![edit(head - 2), edit(per2 - 2)], per2 - 2, TamperKind::Modified),
+            ("the last entry".into(), vec![delete(head)], head, TamperKind::Truncated),
+        ];
+        for (what, statements, seq, kind) in cases {
+            for s in &statements {
+                env.raw.exec(s.clone()).await;
+            }
+            let sequential = sys.verify_audit(org).await.unwrap();
+            assert_eq!(sequential.as_ref().map(|p| p.0), Some(seq), "{engine}: {what}: {sequential:?}");
+            for ranges in [1usize, 2, 3, 5, 16] {
+                let got = sys.verify_audit_trail_in_ranges(org, &opts, ranges).await.unwrap().problem;
+                let got = got.unwrap_or_else(|| panic!("{engine}: {what} not detected with {ranges} ranges"));
+                assert_eq!((got.seq, got.kind), (seq, kind), "{engine}: {what}, {ranges} ranges: {}", got.detail);
+                assert_eq!(Some(got.message()), sequential.as_ref().map(|p| p.1.clone()), "{engine}: {what}");
+            }
+            assert_eq!(sys.verify_audit_trail_in_ranges(bystander, &opts, 3).await.unwrap().problem, None);
+            restore(&env, org).await;
+        }
+        assert_eq!(sys.verify_audit_trail_in_ranges(org, &opts, 2).await.unwrap().problem, None, "{engine}");
+        env.raw.exec("DROP TABLE audit_backup").await;
+        env.close().await;
+    }
+}
