@@ -374,12 +374,10 @@ enum Col {
     Int(usize),
     /// Element `i` of the row array, a text (or NULL) column.
     Text(usize),
-    /// The first id of the batch plus the row's position.
-    Id,
-    /// The bound organization.
-    Org,
-    /// Another bound integer (index into `extra`).
-    Bound(usize),
+    /// The batch's first id (bound) plus the row's position.
+    Id(i64),
+    /// A bound integer, the same for every row.
+    Bound(i64),
 }
 
 fn insert_json_sql(
@@ -387,9 +385,6 @@ fn insert_json_sql(
     table: &str,
     columns: &[&str],
     exprs: &[Col],
-    first_id: i64,
-    org: OrgId,
-    extra: &[i64],
     json: String,
     on_conflict_ignore: bool,
 ) -> crate::db::Sql {
@@ -409,17 +404,14 @@ fn insert_json_sql(
             (Engine::Postgres, Col::Text(i)) => {
                 q.push(&format!("e.v ->> {i}"));
             }
-            (Engine::Sqlite, Col::Id) => {
-                q.bind(first_id).push(" + e.key");
+            (Engine::Sqlite, Col::Id(first)) => {
+                q.bind(*first).push(" + e.key");
             }
-            (Engine::Postgres, Col::Id) => {
-                q.push("(").bind(first_id).push("::bigint + e.n - 1)");
+            (Engine::Postgres, Col::Id(first)) => {
+                q.push("(").bind(*first).push("::bigint + e.n - 1)");
             }
-            (_, Col::Org) => {
-                q.bind(org);
-            }
-            (_, Col::Bound(i)) => {
-                q.bind(extra[*i]);
+            (_, Col::Bound(v)) => {
+                q.bind(*v);
             }
         }
     }
@@ -515,18 +507,21 @@ impl BulkLoad<'_> {
         json.push(']');
         let mut cols = vec!["id", "org_id", "owner_id", "created_by", "updated_by", "created_at", "updated_at"];
         cols.extend(s.fields.iter().map(|f| f.name));
-        let mut exprs = vec![Col::Id, Col::Org, Col::Int(0), Col::Int(0), Col::Int(0), Col::Int(1), Col::Int(1)];
+        let mut tx = self.begin().await?;
+        let first = next_id(&mut tx, engine, s.table).await?;
+        let mut exprs =
+            vec![Col::Id(first), Col::Bound(org), Col::Int(0), Col::Int(0), Col::Int(0), Col::Int(1), Col::Int(1)];
         exprs.extend(s.fields.iter().enumerate().map(|(k, f)| {
-            if matches!(f.kind, crm_domain::FieldKind::Int | crm_domain::FieldKind::Money | crm_domain::FieldKind::Ref(_))
-            {
+            if matches!(
+                f.kind,
+                crm_domain::FieldKind::Int | crm_domain::FieldKind::Money | crm_domain::FieldKind::Ref(_)
+            ) {
                 Col::Int(k + 2)
             } else {
                 Col::Text(k + 2)
             }
         }));
-        let mut tx = self.begin().await?;
-        let first = next_id(&mut tx, engine, s.table).await?;
-        let q = insert_json_sql(engine, s.table, &cols, &exprs, first, org, &[], json, false);
+        let q = insert_json_sql(engine, s.table, &cols, &exprs, json, false);
         q.execute_owned(&mut *tx).await?;
         sync_sequence(&mut tx, engine, s.table).await?;
         let e = AuditEntry::new(org, None, "record.bulk_create")
@@ -554,9 +549,17 @@ impl BulkLoad<'_> {
         }
         json.push(']');
         let cols = ["org_id", "module", "record_id", "share_key", "level", "created_by", "created_at"];
-        let exprs = [Col::Org, Col::Text(0), Col::Int(1), Col::Text(2), Col::Int(3), Col::Bound(0), Col::Bound(1)];
+        let exprs = [
+            Col::Bound(org),
+            Col::Text(0),
+            Col::Int(1),
+            Col::Text(2),
+            Col::Int(3),
+            Col::Bound(0),
+            Col::Bound(now_ms()),
+        ];
         let mut tx = self.begin().await?;
-        let q = insert_json_sql(engine, "record_shares", &cols, &exprs, 0, org, &[0, now_ms()], json, true);
+        let q = insert_json_sql(engine, "record_shares", &cols, &exprs, json, true);
         q.execute_owned(&mut *tx).await?;
         let e = AuditEntry::new(org, None, "share.bulk_create").detail(serde_json::json!({"count": shares.len()}));
         audit::append(&mut tx, engine, &e).await?;
@@ -580,9 +583,9 @@ impl BulkLoad<'_> {
         }
         json.push(']');
         let cols = ["org_id", "module", "record_id", "user_id", "level"];
-        let exprs = [Col::Org, Col::Text(0), Col::Int(1), Col::Int(2), Col::Int(3)];
+        let exprs = [Col::Bound(org), Col::Text(0), Col::Int(1), Col::Int(2), Col::Int(3)];
         let mut tx = self.begin().await?;
-        let q = insert_json_sql(engine, "record_team", &cols, &exprs, 0, org, &[], json, true);
+        let q = insert_json_sql(engine, "record_team", &cols, &exprs, json, true);
         q.execute_owned(&mut *tx).await?;
         let e = AuditEntry::new(org, None, "team.bulk_create").detail(serde_json::json!({"count": members.len()}));
         audit::append(&mut tx, engine, &e).await?;

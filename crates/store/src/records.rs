@@ -46,7 +46,7 @@ pub enum ListPlan {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountPlan {
-    /// The disjoint branch sum when every grant branch is answered from an index, else one query.
+    /// PostgreSQL: the disjoint branch sum when every grant branch is answered from an index; else one query.
     Auto,
     /// One `COUNT(*)` over the whole predicate.
     Single,
@@ -620,9 +620,13 @@ impl<'s> Scoped<'s> {
         let disjoint = match plan {
             CountPlan::Single => None,
             CountPlan::Disjoint => self.count_disjoint(module, pred, q)?,
+            // Measured at 1,000,000 customers (BENCHMARKS.md §2): on PostgreSQL the disjoint sum turns the one
+            // query's scan of the organization's rows into index reads; on SQLite the one query already combines the
+            // branches' indexes (MULTI-INDEX OR) and the sum was slower for the representative, so it stays.
             CountPlan::Auto => {
+                let postgres = self.db().engine == crate::db::Engine::Postgres;
                 let indexed = grant_branches(pred).is_some_and(|(b, _)| b.iter().all(|p| count_indexed(module, p)));
-                if indexed { self.count_disjoint(module, pred, q)? } else { None }
+                if postgres && indexed { self.count_disjoint(module, pred, q)? } else { None }
             }
         };
         Ok(disjoint.as_ref().unwrap_or(&single).fetch_one(&self.db().pool).await?.try_get("n")?)

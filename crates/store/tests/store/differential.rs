@@ -941,7 +941,8 @@ async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visib
             return Err(format!("{plan:?} count says {n:?}, {visible} visible"));
         }
     }
-    let (field, value) = if module == Module::Customers { ("region", REGION_POOL[0]) } else { ("title", TITLE_POOL[0]) };
+    let (field, value) =
+        if module == Module::Customers { ("region", REGION_POOL[0]) } else { ("title", TITLE_POOL[0]) };
     let filters = vec![FieldFilter { field: field.into(), op: CmpOp::Ne, value: serde_json::json!(value) }];
     let mut q = ListQuery { filters: filters.clone(), limit: Some(200), ..ListQuery::default() };
     let mut listed = 0usize;
