@@ -112,12 +112,8 @@ async fn migrations_run_twice_idempotently() {
             again.close().await;
         }
         let raw = Raw::connect(&db.url).await;
-        // Every migration applied exactly once.
-        assert_eq!(
-            raw.int("SELECT COUNT(*) FROM schema_migrations").await,
-            raw.int("SELECT MAX(version) FROM schema_migrations").await,
-            "{engine}"
-        );
+        // Every migration applied exactly once (versions need not be contiguous).
+        assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, migration_files(), "{engine}");
         raw.close().await;
 
         // Two stores opened side by side on the same database both work.
@@ -884,8 +880,7 @@ async fn migrations_survive_several_processes_starting_at_once() {
                 s.close().await;
             }
             let raw = Raw::connect(&db.url).await;
-            let max = raw.int("SELECT MAX(version) FROM schema_migrations").await;
-            assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, max, "{engine}");
+            assert_eq!(raw.int("SELECT COUNT(*) FROM schema_migrations").await, migration_files(), "{engine}");
             raw.close().await;
         }
     }
@@ -946,4 +941,14 @@ async fn sharing_never_hands_out_more_than_the_sharer_holds_and_a_revoked_share_
         assert!(matches!(again, Err(StoreError::Invalid(_))), "{engine}: {again:?}");
         env.close().await;
     }
+}
+
+/// How many migrations the store ships (one `.sql` file each).
+fn migration_files() -> i64 {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/migrations");
+    std::fs::read_dir(dir)
+        .expect("migrations folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        .count() as i64
 }
