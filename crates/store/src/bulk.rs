@@ -608,6 +608,18 @@ impl BulkLoad<'_> {
         match engine {
             Engine::Sqlite => {
                 self.conn.execute("ANALYZE").await?;
+                // Only the per-index averages (`sqlite_stat1`) are kept: with `sqlite_stat4` histograms present,
+                // every statement whose plan looked at a bound value is compiled again at each execution.
+                let stat4: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat4'",
+                )
+                .fetch_one(&mut self.conn)
+                .await?;
+                if stat4 > 0 {
+                    self.conn.execute("DELETE FROM sqlite_stat4").await?;
+                    // Loads the statistics again, now without the histograms.
+                    self.conn.execute("ANALYZE sqlite_schema").await?;
+                }
                 // Copies the log into the database file and syncs it.
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
             }
