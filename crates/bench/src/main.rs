@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use crm::generate::{self, Persona, Scale};
 use crm_domain::{Action, Module, RecordId};
 use crm_policy::{Access, RecordFacts};
-use crm_store::{DatabaseUrl, ListPlan, ListQuery, Principal, Store};
+use crm_store::{CountPlan, DatabaseUrl, ListPlan, ListQuery, Principal, Store};
 use serde_json::json;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -483,7 +483,10 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
         "{:<30} {:>9} {:>8} | {:>8} {:>8} {:>8} | {:>9} {:>9} | {:>10} {:>8}",
         "persona", "visible", "vis %", "page p50", "p95", "p99", "count p50", "count p95", "app p50", "×app"
     );
-    println!("{:<30} (then the plans the page chooses between: one query p50 / p95, branch plan p50 / p95)", "");
+    println!(
+        "{:<30} (then the plans the page and the count choose between: one query, branch plan / disjoint branches; p50 / p95)",
+        ""
+    );
     let mut rows = Vec::new();
     let mut personas: Vec<&(Persona, Principal)> = ctx.personas.iter().collect();
     let mut visible_of = Vec::new();
@@ -523,12 +526,24 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
         let plan_stats: Vec<Stats> = plan_t.into_iter().map(stats).collect();
         let mut t = Vec::new();
         let mut visible = 0;
+        // The count plans, timed interleaved with the count (audited, automatic plan) and checked equal to it.
+        let count_plans = [CountPlan::Single, CountPlan::Disjoint];
+        let mut count_plan_t: Vec<Vec<f64>> = vec![Vec::new(); count_plans.len()];
         for _ in 0..count_iters.max(1) {
             let s = Instant::now();
             visible = scoped.count(Module::Customers, &q).await?;
             t.push(s.elapsed().as_nanos() as f64);
+            for (k, plan) in count_plans.iter().enumerate() {
+                let s = Instant::now();
+                let n = scoped.count_with_plan(Module::Customers, &q, *plan).await?;
+                count_plan_t[k].push(s.elapsed().as_nanos() as f64);
+                if n != visible {
+                    bail!("{}: the {plan:?} count plan says {n}, the count {visible}", p.label);
+                }
+            }
         }
         let count = stats(t);
+        let count_plan_stats: Vec<Stats> = count_plan_t.into_iter().map(stats).collect();
         let mut t = Vec::new();
         let mut same = None;
         for _ in 0..app_iters {
@@ -556,16 +571,21 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
             app.p50 / page.p50
         );
         println!(
-            "{:<30} one query {} / {} ms, branch plan {} / {} ms",
+            "{:<30} one query {} / {} ms, branch plan {} / {} ms; count: one query {} / {} ms, disjoint branches {} / {} ms",
             "",
             ms(plan_stats[0].p50),
             ms(plan_stats[0].p95),
             ms(plan_stats[1].p50),
-            ms(plan_stats[1].p95)
+            ms(plan_stats[1].p95),
+            ms(count_plan_stats[0].p50),
+            ms(count_plan_stats[0].p95),
+            ms(count_plan_stats[1].p50),
+            ms(count_plan_stats[1].p95)
         );
         rows.push(json!({"persona": p.label, "username": p.username, "visible": visible, "visible_pct": pct,
             "page": sj(&page), "count": sj(&count), "app_filter_first_page": sj(&app), "app_over_page_p50": app.p50 / page.p50,
-            "same_first_page": same, "single_query_page": sj(&plan_stats[0]), "branch_plan_page": sj(&plan_stats[1])}));
+            "same_first_page": same, "single_query_page": sj(&plan_stats[0]), "branch_plan_page": sj(&plan_stats[1]),
+            "single_query_count": sj(&count_plan_stats[0]), "disjoint_branches_count": sj(&count_plan_stats[1])}));
     }
     println!("(times in ms; ×app = application filtering's p50 / the pushed-down query's p50, same run)");
     Ok(json!({"machine": machine(), "engine": engine_name(store), "customers": total, "rows": rows}))

@@ -37,7 +37,7 @@ pub use auth::{
     SecuritySettings, SessionInfo, SignInFailure, SignInOutcome, SignInRecord, SignInRequest, SignedIn, TotpEnrollment,
     UserSecurity,
 };
-pub use bulk::{BulkParent, BulkRecord, BulkUser};
+pub use bulk::{BulkLoad, BulkParent, BulkRecord, BulkUser};
 pub use csv_io::{CSV_MODULES, ImportReport};
 pub use db::{DatabaseUrl, Engine};
 pub use monitor::{
@@ -45,7 +45,7 @@ pub use monitor::{
     Rule, SECRET_PLACEHOLDER, Severity, Webhook, default_rule,
 };
 pub use monitor_detect::{MonitorHandle, hmac_sha256_hex};
-pub use records::{FieldFilter, ListPlan, ListQuery, LookupItem, Page, RecordOut, Scoped, Sharing};
+pub use records::{CountPlan, FieldFilter, ListPlan, ListQuery, LookupItem, Page, RecordOut, Scoped, Sharing};
 pub use report::ReportRow;
 pub use system::{NewUser, SignIn, SystemAccess};
 

@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "audit", ddl: include_str!("migrations/0002_audit.sql") },
     Migration { version: 3, name: "auth", ddl: include_str!("migrations/0003_auth.sql") },
     Migration { version: 4, name: "monitor", ddl: include_str!("migrations/0004_monitor.sql") },
+    Migration { version: 6, name: "bulk_load", ddl: include_str!("migrations/0006_bulk_load.sql") },
     Migration { version: 7, name: "monitor_exports", ddl: include_str!("migrations/0007_monitor_exports.sql") },
 ];
 
@@ -102,5 +103,6 @@ async fn run_once(db: &Db) -> Result<(), StoreError> {
         ins.execute(&mut *tx).await?;
         tx.commit().await?;
     }
-    Ok(())
+    // A bulk load that stopped before its end left indexes set aside: put them back before anything reads.
+    crate::bulk::restore_deferred(db).await
 }

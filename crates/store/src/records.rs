@@ -41,6 +41,37 @@ pub enum ListPlan {
     Branches,
 }
 
+/// How a count is computed. Every plan gives the same number (the differential tests check them all); they differ
+/// only in what the database reads.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountPlan {
+    /// PostgreSQL: the disjoint branch sum when every grant branch is answered from an index; else one query.
+    Auto,
+    /// One `COUNT(*)` over the whole predicate.
+    Single,
+    /// The sum over the grant branches made disjoint (one query when the predicate has no branches).
+    Disjoint,
+}
+
+/// Columns indexed for counting (migration 0006) besides [`INDEXED_COLUMNS`]: the criteria sharing rules' fields.
+const COUNT_INDEXED_COLUMNS: &[(Module, &str)] = &[(Module::Customers, "industry")];
+
+/// [`indexed_branch`] for counts, which may also start from the columns of [`COUNT_INDEXED_COLUMNS`].
+fn count_indexed(module: Module, p: &Pred) -> bool {
+    match p {
+        Pred::Because(_, inner) => count_indexed(module, inner),
+        Pred::Field { field, op: CmpOp::Eq | CmpOp::In, .. }
+            if COUNT_INDEXED_COLUMNS.iter().any(|(m, f)| *m == module && f == field) =>
+        {
+            true
+        }
+        Pred::And(items) => items.iter().any(|i| count_indexed(module, i)),
+        Pred::Or(items) => items.iter().all(|i| count_indexed(module, i)),
+        other => indexed_branch(module, other),
+    }
+}
+
 /// Whether the database finds a branch's rows from an index (owner, share, team, parent reference, an indexed
 /// partition column) rather than by walking the table in sort order.
 fn indexed_branch(module: Module, p: &Pred) -> bool {
@@ -562,20 +593,82 @@ impl<'s> Scoped<'s> {
 
     /// How many records the caller may view match the query (filters and search; no paging).
     pub async fn count(&self, module: Module, q: &ListQuery) -> Result<i64, StoreError> {
-        let s = self.require_module(module, Action::View)?;
-        let mut sql = self.db().sql();
-        sql.push("SELECT COUNT(*) AS n FROM ").push(s.table).push(" r");
-        self.where_clause(&mut sql, module, Action::View, q)?;
-        let n = if self.access().pred(module, Action::View).is_never() {
-            0
-        } else {
-            sql.fetch_one(&self.db().pool).await?.try_get("n")?
-        };
+        let n = self.count_planned(module, q, CountPlan::Auto).await?;
         self.record_access(
             self.audit_entry("record.count").module(module).detail(serde_json::json!({"query": q, "count": n})),
         )
         .await?;
         Ok(n)
+    }
+
+    /// [`Scoped::count`] computed with one plan (for tests and tools comparing plans; not audited).
+    #[doc(hidden)]
+    pub async fn count_with_plan(&self, module: Module, q: &ListQuery, plan: CountPlan) -> Result<i64, StoreError> {
+        self.count_planned(module, q, plan).await
+    }
+
+    async fn count_planned(&self, module: Module, q: &ListQuery, plan: CountPlan) -> Result<i64, StoreError> {
+        let s = self.require_module(module, Action::View)?;
+        let pred = self.access().pred(module, Action::View);
+        // Built (and so validated) first: a bad query is refused the same way whatever the plan.
+        let mut single = self.db().sql();
+        single.push("SELECT COUNT(*) AS n FROM ").push(s.table).push(" r");
+        self.where_clause_for(&mut single, module, pred, q)?;
+        if pred.is_never() {
+            return Ok(0);
+        }
+        let disjoint = match plan {
+            CountPlan::Single => None,
+            CountPlan::Disjoint => self.count_disjoint(module, pred, q)?,
+            // Measured at 1,000,000 customers (BENCHMARKS.md §2): on PostgreSQL the disjoint sum turns the one
+            // query's scan of the organization's rows into index reads; on SQLite the one query already combines the
+            // branches' indexes (MULTI-INDEX OR) and the sum was slower for the representative, so it stays.
+            CountPlan::Auto => {
+                let postgres = self.db().engine == crate::db::Engine::Postgres;
+                let indexed = grant_branches(pred).is_some_and(|(b, _)| b.iter().all(|p| count_indexed(module, p)));
+                if postgres && indexed { self.count_disjoint(module, pred, q)? } else { None }
+            }
+        };
+        Ok(disjoint.as_ref().unwrap_or(&single).fetch_one(&self.db().pool).await?.try_get("n")?)
+    }
+
+    /// The count as a sum over the grant branches made disjoint: for `(b₁ OR … OR bₙ) AND rest`, the sum over k of
+    /// the rows meeting `bₖ AND rest` and none of `b₁ … bₖ₋₁` (`(bⱼ) IS NOT TRUE`, so a condition that is NULL on a
+    /// row counts as not met, as in the list's WHERE). The parts partition the visible rows, so the sum is exact
+    /// (a plain sum of the branches' counts would count a record granted twice twice). Each part is answered from
+    /// its branch's index (owner, shares, team, an indexed column) and tests the earlier branches only on those
+    /// rows, instead of testing every row of the table. `None` when the predicate has no branches.
+    fn count_disjoint(&self, module: Module, pred: &Pred, q: &ListQuery) -> Result<Option<Sql>, StoreError> {
+        let Some((branches, rest)) = grant_branches(pred) else { return Ok(None) };
+        if branches.len() > MAX_BRANCHES {
+            return Ok(None);
+        }
+        let s = schema_of(module)?;
+        let postgres = self.db().engine == crate::db::Engine::Postgres;
+        // PostgreSQL reads `owner_id IN (…)` from the owner index; a membership subquery it would test per row.
+        let branches: Vec<Pred> = branches
+            .iter()
+            .map(|b| if postgres { owners_spelled_out(b, self.access().directory()) } else { (*b).clone() })
+            .collect();
+        let mut sql = self.db().sql();
+        sql.push("SELECT ");
+        for (k, branch) in branches.iter().enumerate() {
+            if k > 0 {
+                sql.push(" + ");
+            }
+            sql.push("(SELECT COUNT(*) FROM ").push(s.table).push(" r");
+            let mut all = vec![branch.clone()];
+            all.extend(rest.iter().map(|p| (*p).clone()));
+            self.where_clause_for(&mut sql, module, &Pred::And(all), q)?;
+            for earlier in &branches[..k] {
+                sql.push(" AND (");
+                render(&mut sql, earlier, module, "r", self.principal.org, 1);
+                sql.push(") IS NOT TRUE");
+            }
+            sql.push(")");
+        }
+        sql.push(" AS n");
+        Ok(Some(sql))
     }
 
     /// The ids of every record the caller may do `action` on (for tests and tools that compare evaluators).

@@ -13,7 +13,8 @@
 //!   is true;
 //! - `Access::decide` over facts built independently from the generated world agrees, and so does
 //!   `Access::explain(..).allowed`;
-//! - for `view`, `Scoped::count` agrees.
+//! - for `view`, `Scoped::count` agrees, with every count plan (one query, the disjoint branch sum), also under a
+//!   filter (against a walk of the list's pages with the same filter).
 //!
 //! At least 100,000 (user, action, record) pairs are checked per engine; `CRM_DIFFERENTIAL_PAIRS` scales it up.
 //! A failure shrinks to a minimal world, printed with database ids, the user's compiled predicate and the facts.
@@ -25,7 +26,7 @@ use crm_policy::{
     CmpOp, Criterion, Dimension, Grantee, Group, OrgDefault, PartitionGrant, PolicyConfig, RecordFacts,
     RestrictionRule, Role, RuleSource, Scope, ShareEntry, ShareKey, SharingRule, TeamEntry, UserStatus,
 };
-use crm_store::{ListPlan, ListQuery, Store, StoreError};
+use crm_store::{CountPlan, FieldFilter, ListPlan, ListQuery, Store, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 use std::cell::Cell;
@@ -890,6 +891,7 @@ async fn check_user(store: &Store, built: &Built, user: UserId) -> Result<Tally,
                     }
                     if access.can(module, Action::View) {
                         check_list_plans(&scoped, module, &memory).await.map_err(|e| fail(e, None))?;
+                        check_count_plans(&scoped, module, memory.len()).await.map_err(|e| fail(e, None))?;
                     }
                 }
             }
@@ -926,6 +928,51 @@ async fn check_list_plans(scoped: &crm_store::Scoped<'_>, module: Module, visibl
             if ids != first {
                 return Err(format!("{plan:?} pages (sort {sort:?}) list {ids:?}, {first_plan:?} lists {first:?}"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every count plan gives the visible count; under a filter, each gives what a walk of the list's pages shows.
+async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visible: usize) -> Result<(), String> {
+    for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Auto] {
+        let n = scoped.count_with_plan(module, &ListQuery::default(), plan).await;
+        if n.as_ref().ok() != Some(&(visible as i64)) {
+            return Err(format!("{plan:?} count says {n:?}, {visible} visible"));
+        }
+    }
+    let (field, value) =
+        if module == Module::Customers { ("region", REGION_POOL[0]) } else { ("title", TITLE_POOL[0]) };
+    let filters = vec![FieldFilter { field: field.into(), op: CmpOp::Ne, value: serde_json::json!(value) }];
+    let mut q = ListQuery { filters: filters.clone(), limit: Some(200), ..ListQuery::default() };
+    let mut listed = 0usize;
+    loop {
+        match scoped.list_with_plan(module, &q, ListPlan::Single).await {
+            Ok(page) => {
+                listed += page.items.len();
+                match page.next_cursor {
+                    Some(c) => q.after = Some(c),
+                    None => break,
+                }
+            }
+            // The field is hidden from this user: every count plan must refuse the filter too.
+            Err(StoreError::BadQuery(_)) => {
+                for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Auto] {
+                    let q = ListQuery { filters: filters.clone(), ..ListQuery::default() };
+                    if !matches!(scoped.count_with_plan(module, &q, plan).await, Err(StoreError::BadQuery(_))) {
+                        return Err(format!("{plan:?} count accepts a filter the list refuses"));
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(format!("filtered list: {e}")),
+        }
+    }
+    for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Auto] {
+        let q = ListQuery { filters: filters.clone(), ..ListQuery::default() };
+        let n = scoped.count_with_plan(module, &q, plan).await;
+        if n.as_ref().ok() != Some(&(listed as i64)) {
+            return Err(format!("{plan:?} count with {field} <> {value} says {n:?}, the list shows {listed}"));
         }
     }
     Ok(())
