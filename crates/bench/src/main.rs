@@ -742,7 +742,13 @@ fn parse_wrk(text: &str) -> serde_json::Value {
     };
     let non2xx =
         text.lines().find(|l| l.contains("Non-2xx")).and_then(|l| l.split(':').nth(1)).map(|v| v.trim().to_string());
-    json!({"requests_per_sec": rps, "p50_ms": pct("50%"), "p90_ms": pct("90%"), "p99_ms": pct("99%"), "non_2xx": non2xx})
+    // "  123456 requests in 8.00s, …"
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    json!({"requests_per_sec": rps, "requests": requests, "p50_ms": pct("50%"), "p90_ms": pct("90%"), "p99_ms": pct("99%"), "non_2xx": non2xx})
 }
 
 fn rss_kb(pid: u32) -> (Option<u64>, Option<u64>) {
@@ -751,6 +757,16 @@ fn rss_kb(pid: u32) -> (Option<u64>, Option<u64>) {
         s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
     };
     (get("VmRSS:"), get("VmHWM:"))
+}
+
+/// CPU time (user + system) the process has used, in clock ticks (100 a second on Linux): the server's CPU per
+/// request is the fairer measure on a shared, loaded machine, where throughput mostly says how much CPU it got.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 async fn sign_in(client: &reqwest::Client, base: &str, username: &str) -> anyhow::Result<String> {
@@ -799,7 +815,10 @@ async fn http(
         let (rss_idle, _) = rss_kb(pid);
         let mut rows = Vec::new();
         println!("http: {connections} connections, {threads} wrk threads, {seconds} s per run, bearer authentication");
-        println!("{:<44} {:>10} {:>9} {:>9} {:>9}", "request", "req/s", "p50 ms", "p90 ms", "p99 ms");
+        println!(
+            "{:<44} {:>10} {:>9} {:>9} {:>9} {:>14}",
+            "request", "req/s", "p50 ms", "p90 ms", "p99 ms", "server CPU/req"
+        );
         for persona in ["rep11", "manager.d10", "admin"] {
             let token = sign_in(&client, &base, persona).await?;
             let list: serde_json::Value = client
@@ -815,6 +834,7 @@ async fn http(
                 ("GET record", format!("/api/v1/customers/{id}")),
                 ("list page (50)", "/api/v1/customers?limit=50".to_string()),
             ] {
+                let cpu_before = cpu_ticks(pid);
                 let out = std::process::Command::new("wrk")
                     .args([
                         "-t",
@@ -830,15 +850,22 @@ async fn http(
                     .output()
                     .context("running wrk (apt-get install -y wrk)")?;
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
-                let r = parse_wrk(&text);
+                let mut r = parse_wrk(&text);
+                let requests = r["requests"].as_f64().unwrap_or(0.0);
+                let cpu_us = match (cpu_before, cpu_ticks(pid)) {
+                    (Some(a), Some(b)) if requests > 0.0 => Some((b - a) as f64 * 10_000.0 / requests),
+                    _ => None,
+                };
+                r["server_cpu_us_per_request"] = json!(cpu_us);
                 let f = |k: &str| r[k].as_f64().map(|v| format!("{v:.2}")).unwrap_or("-".into());
                 println!(
-                    "{:<44} {:>10} {:>9} {:>9} {:>9}",
+                    "{:<44} {:>10} {:>9} {:>9} {:>9} {:>14}",
                     format!("{what} as {persona}"),
                     f("requests_per_sec"),
                     f("p50_ms"),
                     f("p90_ms"),
-                    f("p99_ms")
+                    f("p99_ms"),
+                    cpu_us.map(|v| format!("{v:.0} µs")).unwrap_or("-".into())
                 );
                 if let Some(n) = r["non_2xx"].as_str() {
                     println!("  !! non-2xx responses: {n}");
