@@ -104,6 +104,39 @@ fn broad(role: &Role) -> bool {
 }
 
 /// The 95th percentile (nearest rank) of sorted values; 0 when there are none.
+/// One user's activity against their own history and their peers' (the baseline rule, for reads per hour and
+/// exports per day alike): the user's limit is mean + `sigma` standard deviations of their own periods, and at least
+/// their highest; the peers' mark is the 95th percentile of their periods.
+struct BaselineComparison {
+    mean: f64,
+    std: f64,
+    own_max: f64,
+    own_limit: f64,
+    p95: i64,
+}
+
+impl BaselineComparison {
+    fn new(own: &[f64], mut peer: Vec<i64>, sigma: f64) -> BaselineComparison {
+        let n = own.len().max(1) as f64;
+        let mean = own.iter().sum::<f64>() / n;
+        let std = (own.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let own_max = own.iter().copied().fold(0.0, f64::max);
+        peer.sort_unstable();
+        BaselineComparison {
+            mean,
+            std,
+            own_max,
+            own_limit: (mean + sigma * std).max(own_max),
+            p95: percentile95(&peer),
+        }
+    }
+
+    /// Is `current` above both the user's own limit and the peers' mark?
+    fn deviates(&self, current: i64) -> bool {
+        (current as f64) > self.own_limit && current > self.p95
+    }
+}
+
 fn percentile95(sorted: &[i64]) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -697,17 +730,13 @@ impl Store {
         if (own.len() as u64) < b.min_history_hours {
             return Ok(None);
         }
-        let mean = own.iter().sum::<f64>() / own.len() as f64;
-        let std = (own.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / own.len() as f64).sqrt();
-        let own_max = own.iter().copied().fold(0.0, f64::max);
-        let own_limit = (mean + b.sigma * std).max(own_max);
-        let mut peer: Vec<i64> = hourly.iter().filter(|((u, _), _)| *u != user).map(|(_, n)| *n).collect();
-        peer.sort_unstable();
-        let p95 = percentile95(&peer);
-        let fires = (current as f64) > own_limit && current > p95;
-        if !fires {
+        let peer: Vec<i64> = hourly.iter().filter(|((u, _), _)| *u != user).map(|(_, n)| *n).collect();
+        let peer_len = peer.len();
+        let c = BaselineComparison::new(&own, peer, b.sigma);
+        if !c.deviates(current) {
             return Ok(None);
         }
+        let BaselineComparison { mean, std, own_max, own_limit, p95 } = c;
         let explanation = format!(
             "{current} records read this hour; this user's own history over {} active hours: mean {mean:.1}, standard \
              deviation {std:.1}, highest {own_max:.0}, so the limit is {own_limit:.1} (mean + {} σ, at least the highest); \
@@ -715,7 +744,7 @@ impl Store {
             own.len(),
             b.sigma,
             peers.len(),
-            peer.len()
+            peer_len
         );
         Ok(Some(Finding {
             rule: "baseline",
@@ -729,7 +758,7 @@ impl Store {
                 "metric": "records_read_per_hour",
                 "current": current,
                 "own": {"hours": own.len(), "mean": mean, "stddev": std, "max": own_max, "limit": own_limit},
-                "peers": {"users": peers.len(), "hours": peer.len(), "p95": p95},
+                "peers": {"users": peers.len(), "hours": peer_len, "p95": p95},
                 "sigma": b.sigma,
                 "explanation": explanation,
             }),
@@ -789,16 +818,13 @@ impl Store {
         if (own.len() as u64) < b.min_history_days {
             return Ok(None);
         }
-        let mean = own.iter().sum::<f64>() / own.len() as f64;
-        let std = (own.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / own.len() as f64).sqrt();
-        let own_max = own.iter().copied().fold(0.0, f64::max);
-        let own_limit = (mean + b.sigma * std).max(own_max);
-        let mut peer: Vec<i64> = daily.iter().filter(|((u, _), _)| *u != user).map(|(_, n)| *n).collect();
-        peer.sort_unstable();
-        let p95 = percentile95(&peer);
-        if (current as f64) <= own_limit || current <= p95 {
+        let peer: Vec<i64> = daily.iter().filter(|((u, _), _)| *u != user).map(|(_, n)| *n).collect();
+        let peer_len = peer.len();
+        let c = BaselineComparison::new(&own, peer, b.sigma);
+        if !c.deviates(current) {
             return Ok(None);
         }
+        let BaselineComparison { mean, std, own_max, own_limit, p95 } = c;
         let explanation = format!(
             "{current} exports today ({today}, {tz}); this user's own history over {} days with exports in the last {} \
              days: mean {mean:.1}, standard deviation {std:.1}, highest {own_max:.0}, so the limit is {own_limit:.1} \
@@ -808,7 +834,7 @@ impl Store {
             b.history_days,
             b.sigma,
             peers.len(),
-            peer.len()
+            peer_len
         );
         Ok(Some(Finding {
             rule: "baseline",
@@ -824,7 +850,7 @@ impl Store {
                 "day": today.to_string(),
                 "time_zone": tz,
                 "own": {"days": own.len(), "mean": mean, "stddev": std, "max": own_max, "limit": own_limit},
-                "peers": {"users": peers.len(), "days": peer.len(), "p95": p95},
+                "peers": {"users": peers.len(), "days": peer_len, "p95": p95},
                 "sigma": b.sigma,
                 "explanation": explanation,
             }),
