@@ -830,10 +830,18 @@ async fn http(
                 .json()
                 .await?;
             let id = list["items"][0]["id"].as_i64().context("the persona sees no customer")?;
-            for (what, path) in [
+            // The first persona also measures the layers under a GET: the HTTP stack alone (`/healthz`: no
+            // authentication, no database) and authentication alone (`/api/v1/me`: the session lookup, no record
+            // read, no audit entry), so the cost of each layer per request can be read off one run.
+            let mut requests = vec![
                 ("GET record", format!("/api/v1/customers/{id}")),
                 ("list page (50)", "/api/v1/customers?limit=50".to_string()),
-            ] {
+            ];
+            if persona == "rep11" {
+                requests.insert(0, ("authentication only (/me)", "/api/v1/me".to_string()));
+                requests.insert(0, ("HTTP only (/healthz)", "/healthz".to_string()));
+            }
+            for (what, path) in requests {
                 let cpu_before = cpu_ticks(pid);
                 let out = std::process::Command::new("wrk")
                     .args([

@@ -4,10 +4,12 @@
 //! request), and every value is a bind parameter, numbered for the engine (`?` on SQLite, `$n` on PostgreSQL).
 
 use crate::StoreError;
+use crate::sqlite_inline::{InlineReads, InlineRow};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, AssertSqlSafe, Executor};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub struct Db {
     pub engine: Engine,
     /// Where the pool connects (the audit verifier opens a native connection there for bulk reads).
     pub url: DatabaseUrl,
+    /// On a SQLite file: the read-only connections [`Db::read_first`] steps on the caller's thread.
+    inline: Option<Arc<InlineReads>>,
 }
 
 impl Db {
@@ -108,7 +112,21 @@ impl Db {
             }
             Engine::Postgres => opts.max_connections(16).connect(url.expose()).await?,
         };
-        Ok(Db { pool, engine, url: url.clone() })
+        let inline = match engine {
+            Engine::Sqlite => InlineReads::for_file(url)?.map(Arc::new),
+            Engine::Postgres => None,
+        };
+        Ok(Db { pool, engine, url: url.clone(), inline })
+    }
+
+    /// The first row of a read of a few rows outside any transaction (the session of a request, a record's facts).
+    /// On a SQLite file it is stepped on the calling thread (`sqlite_inline`: no hop to a driver thread); on
+    /// PostgreSQL it goes through the pool. Either way it sees every transaction committed before it started.
+    pub(crate) async fn read_first(&self, sql: &Sql) -> Result<Option<ReadRow>, StoreError> {
+        match &self.inline {
+            Some(inline) => Ok(inline.first_row(&sql.text, &sql.args)?.map(ReadRow::Inline)),
+            None => Ok(sql.fetch_optional(&self.pool).await?.map(ReadRow::Driver)),
+        }
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers
@@ -122,6 +140,54 @@ impl Db {
 
     pub fn sql(&self) -> Sql {
         Sql::new(self.engine)
+    }
+}
+
+/// Reading a row's columns by name, whichever way the row was read.
+pub(crate) trait Columns {
+    fn int(&self, col: &str) -> Result<Option<i64>, StoreError>;
+    fn text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    /// A column that is never NULL.
+    fn req_int(&self, col: &str) -> Result<i64, StoreError> {
+        self.int(col)?.ok_or_else(|| unexpected_null(col))
+    }
+    /// A column that is never NULL.
+    fn req_text(&self, col: &str) -> Result<String, StoreError> {
+        self.text(col)?.ok_or_else(|| unexpected_null(col))
+    }
+}
+
+fn unexpected_null(col: &str) -> StoreError {
+    StoreError::Db(sqlx::Error::Protocol(format!("column {col} is NULL")))
+}
+
+impl Columns for AnyRow {
+    fn int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// A row from [`Db::read_first`].
+pub(crate) enum ReadRow {
+    Driver(AnyRow),
+    Inline(InlineRow),
+}
+
+impl Columns for ReadRow {
+    fn int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        match self {
+            ReadRow::Driver(r) => r.int(col),
+            ReadRow::Inline(r) => r.int(col),
+        }
+    }
+    fn text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            ReadRow::Driver(r) => r.text(col),
+            ReadRow::Inline(r) => r.text(col),
+        }
     }
 }
 
@@ -162,8 +228,8 @@ impl From<Option<String>> for Arg {
 #[derive(Debug, Clone)]
 pub struct Sql {
     pub engine: Engine,
-    text: String,
-    args: Vec<Arg>,
+    pub(crate) text: String,
+    pub(crate) args: Vec<Arg>,
 }
 
 impl Sql {

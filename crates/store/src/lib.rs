@@ -22,6 +22,7 @@ mod monitor_rules;
 mod records;
 mod render;
 mod report;
+mod sqlite_inline;
 mod system;
 
 pub use admin::{AccessChange, DepartmentSummary, ModulePermissions, PolicyChange, UserPatch, UserSummary, WhoCanSee};

@@ -3,7 +3,7 @@
 //! same predicate in memory over the record's facts.
 
 use crate::audit;
-use crate::db::{Arg, Sql};
+use crate::db::{Arg, Columns, Sql};
 use crate::render::{column, render};
 use crate::{Principal, Store, StoreError, now_ms};
 use crm_domain::{
@@ -13,7 +13,6 @@ use crm_policy::{
     Access, CmpOp, Criterion, Explanation, FieldAccess, Pred, RecordFacts, ShareEntry, ShareKey, TeamEntry,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::BTreeMap;
 
@@ -229,23 +228,19 @@ pub(crate) fn select_columns(sql: &mut Sql, s: &ModuleSchema, alias: &str) {
     }
 }
 
-pub(crate) fn decode(s: &ModuleSchema, row: &AnyRow) -> Result<Record, StoreError> {
+pub(crate) fn decode(s: &ModuleSchema, row: &impl Columns) -> Result<Record, StoreError> {
     let mut fields = BTreeMap::new();
     for f in s.fields {
-        let v = if f.kind.is_integer() {
-            row.try_get::<Option<i64>, _>(f.name)?.map(Value::Int)
-        } else {
-            row.try_get::<Option<String>, _>(f.name)?.map(Value::Text)
-        };
+        let v = if f.kind.is_integer() { row.int(f.name)?.map(Value::Int) } else { row.text(f.name)?.map(Value::Text) };
         fields.insert(f.name, v.unwrap_or(Value::Null));
     }
     Ok(Record {
         module: s.module,
-        id: row.try_get("id")?,
-        org_id: row.try_get("org_id")?,
-        owner_id: row.try_get("owner_id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: row.req_int("id")?,
+        org_id: row.req_int("org_id")?,
+        owner_id: row.req_int("owner_id")?,
+        created_at: row.req_int("created_at")?,
+        updated_at: row.req_int("updated_at")?,
         fields,
     })
 }
@@ -757,8 +752,7 @@ impl<'s> Scoped<'s> {
     }
 
     async fn facts(&self, module: Module, id: RecordId) -> Result<RecordFacts, StoreError> {
-        let mut conn = self.db().pool.acquire().await?;
-        load_facts(&mut conn, self.db().engine, self.principal.org, module, id).await?.ok_or(StoreError::NotFound)
+        read_facts(self.db(), self.principal.org, module, id).await?.ok_or(StoreError::NotFound)
     }
 
     /// Parses a create or update body under the caller's field permissions. Unknown and hidden fields are refused
@@ -1283,7 +1277,40 @@ pub(crate) async fn load_facts(
     module: Module,
     id: RecordId,
 ) -> Result<Option<RecordFacts>, StoreError> {
-    let Some(s) = schema(module) else { return Ok(None) };
+    let Some((s, sql)) = facts_sql(engine, org, module, id) else { return Ok(None) };
+    let Some(row) = sql.fetch_optional(&mut *conn).await? else { return Ok(None) };
+    let mut facts = facts_from_row(s, &row)?;
+    if let Some((parent, pid)) = parent_of(s, &facts) {
+        facts.parent = Box::pin(load_facts(conn, engine, org, parent, pid)).await?.map(Box::new);
+    }
+    Ok(Some(facts))
+}
+
+/// [`load_facts`] outside any transaction, through [`crate::db::Db::read_first`] (inline on SQLite): the read of
+/// a single-record request.
+pub(crate) async fn read_facts(
+    db: &crate::db::Db,
+    org: crm_domain::OrgId,
+    module: Module,
+    id: RecordId,
+) -> Result<Option<RecordFacts>, StoreError> {
+    let Some((s, sql)) = facts_sql(db.engine, org, module, id) else { return Ok(None) };
+    let Some(row) = db.read_first(&sql).await? else { return Ok(None) };
+    let mut facts = facts_from_row(s, &row)?;
+    if let Some((parent, pid)) = parent_of(s, &facts) {
+        facts.parent = Box::pin(read_facts(db, org, parent, pid)).await?.map(Box::new);
+    }
+    Ok(Some(facts))
+}
+
+/// The statement reading a record's facts.
+fn facts_sql(
+    engine: crate::db::Engine,
+    org: crm_domain::OrgId,
+    module: Module,
+    id: RecordId,
+) -> Option<(&'static ModuleSchema, Sql)> {
+    let s = schema(module)?;
     // One statement per record: its row with its team and shares folded into two text columns. Each statement is
     // a round trip to the database (on SQLite a hop to the connection's worker thread), and a single-record read
     // is made of little else, so three statements cost nearly three times one.
@@ -1305,10 +1332,14 @@ pub(crate) async fn load_facts(
         .bind(module.as_str())
         .push(" AND x.record_id = r.id) AS facts_shares");
     sql.push(" FROM ").push(s.table).push(" r WHERE r.org_id = ").bind(org).push(" AND r.id = ").bind(id);
-    let Some(row) = sql.fetch_optional(&mut *conn).await? else { return Ok(None) };
-    let record = decode(s, &row)?;
+    Some((s, sql))
+}
+
+/// A record's facts (without its parent's) from the row of [`facts_sql`].
+fn facts_from_row(s: &ModuleSchema, row: &impl Columns) -> Result<RecordFacts, StoreError> {
+    let record = decode(s, row)?;
     let mut facts = RecordFacts::new(record);
-    let team: Option<String> = row.try_get("facts_team")?;
+    let team = row.text("facts_team")?;
     for item in team.as_deref().unwrap_or("").split(',').filter(|i| !i.is_empty()) {
         // An entry that does not decode grants nothing (as a row with an unknown level never did).
         if let Some((user, level)) =
@@ -1317,7 +1348,7 @@ pub(crate) async fn load_facts(
             facts.team.push(TeamEntry { user, level });
         }
     }
-    let shares: Option<String> = row.try_get("facts_shares")?;
+    let shares = row.text("facts_shares")?;
     for item in shares.as_deref().unwrap_or("").split(',').filter(|i| !i.is_empty()) {
         if let Some((key, level)) =
             item.split_once('=').and_then(|(k, l)| Some((ShareKey::decode(k)?, Level::from_i64(l.parse().ok()?)?)))
@@ -1325,10 +1356,11 @@ pub(crate) async fn load_facts(
             facts.shares.push(ShareEntry { key, level });
         }
     }
-    if let Some((field, parent)) = s.parent
-        && let Some(pid) = facts.record.fields.get(field).and_then(Value::as_int)
-    {
-        facts.parent = Box::pin(load_facts(conn, engine, org, parent, pid)).await?.map(Box::new);
-    }
-    Ok(Some(facts))
+    Ok(facts)
+}
+
+/// The parent record whose facts a record's decision also needs (a contact's customer, …), if it has one.
+fn parent_of(s: &ModuleSchema, facts: &RecordFacts) -> Option<(Module, RecordId)> {
+    let (field, parent) = s.parent?;
+    facts.record.fields.get(field).and_then(Value::as_int).map(|pid| (parent, pid))
 }

@@ -5,7 +5,7 @@
 
 use super::settings::{SecuritySettings, SessionPolicy};
 use super::{AuthOutcome, Authenticated, ClientInfo, Credential, Restriction, random_token, tokens};
-use crate::db::Sql;
+use crate::db::{Columns, Sql};
 use crate::system::hash_token;
 use crate::{Engine, Principal, Store, StoreError, now_ms};
 use sqlx::{AnyConnection, Row};
@@ -179,16 +179,17 @@ async fn lookup_session(store: &Store, token: &str, now: i64) -> Result<Option<R
          FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id WHERE s.token_hash = ",
     )
     .bind(hash_token(token));
-    let Some(r) = q.fetch_optional(&db.pool).await? else { return Ok(None) };
-    let settings = SecuritySettings::from_org_settings(&r.try_get::<String, _>("settings")?);
-    let revoked: Option<i64> = r.try_get("revoked_at")?;
-    let expires: i64 = r.try_get("expires_at")?;
-    let last_seen: i64 = r.try_get("last_seen_at")?;
+    // Every request makes this read: it runs inline on SQLite (`Db::read_first`).
+    let Some(r) = db.read_first(&q).await? else { return Ok(None) };
+    let settings = SecuritySettings::from_org_settings(&r.req_text("settings")?);
+    let revoked: Option<i64> = r.int("revoked_at")?;
+    let expires: i64 = r.req_int("expires_at")?;
+    let last_seen: i64 = r.req_int("last_seen_at")?;
     let idle_ms = i64::from(settings.sessions.idle_minutes) * 60_000;
     if revoked.is_some() || expires <= now || now - last_seen > idle_ms {
         return Ok(None);
     }
-    let id: i64 = r.try_get("id")?;
+    let id: i64 = r.req_int("id")?;
     crate::audit::note_session(id);
     if now - last_seen > 60_000 {
         // Idle tracking at minute granularity: one small write a minute per session, not one per request.
@@ -196,17 +197,17 @@ async fn lookup_session(store: &Store, token: &str, now: i64) -> Result<Option<R
         up.push("UPDATE sessions SET last_seen_at = ").bind(now).push(" WHERE id = ").bind(id);
         up.execute(&db.pool).await?;
     }
-    let kind: String = r.try_get("kind")?;
+    let kind = r.req_text("kind")?;
     Ok(Some(Row0 {
-        org: r.try_get("org_id")?,
-        user: r.try_get("user_id")?,
-        status: r.try_get("status")?,
-        must_change_password: r.try_get::<i64, _>("must_change_password")? != 0,
-        version: r.try_get("policy_version")?,
+        org: r.req_int("org_id")?,
+        user: r.req_int("user_id")?,
+        status: r.req_text("status")?,
+        must_change_password: r.req_int("must_change_password")? != 0,
+        version: r.req_int("policy_version")?,
         settings,
-        mfa_enabled: r.try_get::<i64, _>("mfa_enabled")? > 0,
+        mfa_enabled: r.req_int("mfa_enabled")? > 0,
         credential: Credential::Session { id, cookie: kind == "cookie" },
-        csrf_token: r.try_get("csrf_token")?,
-        verified_at: r.try_get("verified_at")?,
+        csrf_token: r.text("csrf_token")?,
+        verified_at: r.int("verified_at")?,
     }))
 }
