@@ -119,6 +119,15 @@ impl Db {
         Ok(Db { pool, engine, url: url.clone(), inline })
     }
 
+    /// The rows of a read outside any transaction, bounded by its own `LIMIT` (a list page): inline on a SQLite
+    /// file, as [`Db::read_first`].
+    pub(crate) async fn read_all(&self, sql: &Sql) -> Result<Vec<ReadRow>, StoreError> {
+        match &self.inline {
+            Some(inline) => Ok(inline.all_rows(&sql.text, &sql.args)?.into_iter().map(ReadRow::Inline).collect()),
+            None => Ok(sql.fetch_all(&self.pool).await?.into_iter().map(ReadRow::Driver).collect()),
+        }
+    }
+
     /// The first row of a read of a few rows outside any transaction (the session of a request, a record's facts).
     /// On a SQLite file it is stepped on the calling thread (`sqlite_inline`: no hop to a driver thread); on
     /// PostgreSQL it goes through the pool. Either way it sees every transaction committed before it started.

@@ -14,7 +14,10 @@ pub(crate) async fn load(db: &Db, org: OrgId) -> Result<OrgPolicy, StoreError> {
     for _ in 0..5 {
         let mut tx = db.pool.begin().await?;
         let mut q = db.sql();
-        q.push("SELECT policy, policy_version FROM organizations WHERE id = ").bind(org);
+        q.push(
+            "SELECT d.policy, o.policy_version FROM organizations o JOIN org_policy_documents d ON d.org_id = o.id ",
+        );
+        q.push("WHERE o.id = ").bind(org);
         let row = q.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
         let doc: String = row.try_get("policy")?;
         let version: i64 = row.try_get("policy_version")?;

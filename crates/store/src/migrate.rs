@@ -20,6 +20,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "monitor", ddl: include_str!("migrations/0004_monitor.sql") },
     Migration { version: 6, name: "bulk_load", ddl: include_str!("migrations/0006_bulk_load.sql") },
     Migration { version: 7, name: "monitor_exports", ddl: include_str!("migrations/0007_monitor_exports.sql") },
+    Migration {
+        version: 10,
+        name: "org_policy_documents",
+        ddl: include_str!("migrations/0010_org_policy_documents.sql"),
+    },
 ];
 
 fn record_columns(module: Module) -> String {

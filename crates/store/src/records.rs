@@ -558,7 +558,7 @@ impl<'s> Scoped<'s> {
         };
         let mut rows = Vec::new();
         if let Some(n) = probe_rows {
-            rows = build(Some(n))?.fetch_all(&self.db().pool).await?;
+            rows = self.db().read_all(&build(Some(n))?).await?;
         }
         if rows.len() <= limit as usize {
             let branches = match plan {
@@ -566,7 +566,7 @@ impl<'s> Scoped<'s> {
                 ListPlan::Branches => build_branches()?,
                 _ => None,
             };
-            rows = branches.as_ref().unwrap_or(&single).fetch_all(&self.db().pool).await?;
+            rows = self.db().read_all(branches.as_ref().unwrap_or(&single)).await?;
         }
         let mut records = rows.iter().map(|r| decode(s, r)).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if records.len() > limit as usize {

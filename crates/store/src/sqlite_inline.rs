@@ -96,18 +96,27 @@ impl InlineReads {
 
     /// Runs `sql` with `args` and returns its first row, if any.
     pub(crate) fn first_row(&self, sql: &str, args: &[Arg]) -> Result<Option<InlineRow>, StoreError> {
+        Ok(self.rows(sql, args, 1)?.pop())
+    }
+
+    /// Runs `sql` with `args` and returns its rows (a page of a list: the statement's own `LIMIT` bounds them).
+    pub(crate) fn all_rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<InlineRow>, StoreError> {
+        self.rows(sql, args, usize::MAX)
+    }
+
+    fn rows(&self, sql: &str, args: &[Arg], max: usize) -> Result<Vec<InlineRow>, StoreError> {
         let taken = self.idle.lock().map_err(|_| poisoned())?.pop();
         let mut conn = match taken {
             Some(c) => c,
             None => Conn::open(&self.path)?,
         };
-        let row = conn.first_row(sql, args);
+        let rows = conn.rows(sql, args, max);
         // A connection whose statement failed is still sound (the statement was reset); keep it either way.
         let mut idle = self.idle.lock().map_err(|_| poisoned())?;
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
-        row
+        rows
     }
 }
 
@@ -223,7 +232,7 @@ impl Conn {
         Ok((stmt, names))
     }
 
-    fn first_row(&mut self, sql: &str, args: &[Arg]) -> Result<Option<InlineRow>, StoreError> {
+    fn rows(&mut self, sql: &str, args: &[Arg], max: usize) -> Result<Vec<InlineRow>, StoreError> {
         let (stmt, names) = self.prepared(sql)?;
         // Resets the statement (ending its read transaction) and clears its bindings however this function ends.
         let _reset = ResetOnDrop(stmt);
@@ -246,48 +255,59 @@ impl Conn {
             };
             self.check(rc)?;
         }
-        // SAFETY: a prepared statement with its parameters bound, stepped on the thread that holds the connection.
-        let rc = unsafe { ffi::sqlite3_step(stmt) };
-        if rc == ffi::SQLITE_DONE {
-            return Ok(None);
+        let mut rows = Vec::new();
+        while rows.len() < max {
+            // SAFETY: a prepared statement with its parameters bound, stepped on the thread that holds the
+            // connection.
+            let rc = unsafe { ffi::sqlite3_step(stmt) };
+            if rc == ffi::SQLITE_DONE {
+                break;
+            }
+            if rc != ffi::SQLITE_ROW {
+                self.check(rc)?;
+                break;
+            }
+            rows.push(InlineRow { names: names.clone(), cells: current_row(stmt, &names)? });
         }
-        if rc != ffi::SQLITE_ROW {
-            return self.check(rc).map(|_| None);
-        }
-        let mut cells = Vec::with_capacity(names.len());
-        for i in 0..names.len() {
-            let i = c_int::try_from(i).map_err(|_| db_error("too many columns"))?;
-            // SAFETY: `i` is a column of the current row. The text pointer is read before its length (the order
-            // SQLite documents) and copied before the statement steps or resets.
-            let cell = unsafe {
-                match ffi::sqlite3_column_type(stmt, i) {
-                    ffi::SQLITE_NULL => Cell::Null,
-                    ffi::SQLITE_INTEGER => Cell::Int(ffi::sqlite3_column_int64(stmt, i)),
-                    ffi::SQLITE_TEXT => {
-                        let p = ffi::sqlite3_column_text(stmt, i);
-                        let n = usize::try_from(ffi::sqlite3_column_bytes(stmt, i)).unwrap_or(0);
-                        if p.is_null() {
-                            Cell::Text(String::new())
-                        } else {
-                            let bytes = std::slice::from_raw_parts(p, n);
-                            Cell::Text(
-                                String::from_utf8(bytes.to_vec())
-                                    .map_err(|_| db_error(format!("column {} is not UTF-8", names[i as usize])))?,
-                            )
-                        }
-                    }
-                    other => {
-                        return Err(db_error(format!(
-                            "column {} has SQLite type {other}, not a number or text",
-                            names[i as usize]
-                        )));
+        Ok(rows)
+    }
+}
+
+/// The values of the row `stmt` is on, copied.
+fn current_row(stmt: *mut ffi::sqlite3_stmt, names: &[String]) -> Result<Vec<Cell>, StoreError> {
+    let mut cells = Vec::with_capacity(names.len());
+    for i in 0..names.len() {
+        let i = c_int::try_from(i).map_err(|_| db_error("too many columns"))?;
+        // SAFETY: `i` is a column of the current row. The text pointer is read before its length (the order
+        // SQLite documents) and copied before the statement steps or resets.
+        let cell = unsafe {
+            match ffi::sqlite3_column_type(stmt, i) {
+                ffi::SQLITE_NULL => Cell::Null,
+                ffi::SQLITE_INTEGER => Cell::Int(ffi::sqlite3_column_int64(stmt, i)),
+                ffi::SQLITE_TEXT => {
+                    let p = ffi::sqlite3_column_text(stmt, i);
+                    let n = usize::try_from(ffi::sqlite3_column_bytes(stmt, i)).unwrap_or(0);
+                    if p.is_null() {
+                        Cell::Text(String::new())
+                    } else {
+                        let bytes = std::slice::from_raw_parts(p, n);
+                        Cell::Text(
+                            String::from_utf8(bytes.to_vec())
+                                .map_err(|_| db_error(format!("column {} is not UTF-8", names[i as usize])))?,
+                        )
                     }
                 }
-            };
-            cells.push(cell);
-        }
-        Ok(Some(InlineRow { names, cells }))
+                other => {
+                    return Err(db_error(format!(
+                        "column {} has SQLite type {other}, not a number or text",
+                        names[i as usize]
+                    )));
+                }
+            }
+        };
+        cells.push(cell);
     }
+    Ok(cells)
 }
 
 struct ResetOnDrop(*mut ffi::sqlite3_stmt);

@@ -78,16 +78,17 @@ impl<'s> SystemAccess<'s> {
         let doc = serde_json::to_string(config).map_err(|e| StoreError::Config(e.to_string()))?;
         let mut tx = self.db().begin_write().await?;
         let mut q = self.db().sql();
-        q.push("INSERT INTO organizations (slug, name, policy, policy_version, settings, audit_seq, audit_head, created_at) VALUES (")
+        q.push("INSERT INTO organizations (slug, name, policy_version, settings, audit_seq, audit_head, created_at) VALUES (")
             .bind(slug)
             .push(", ")
             .bind(name)
-            .push(", ")
-            .bind(doc)
             .push(", 1, '{}', 0, '', ")
             .bind(now_ms())
             .push(") RETURNING id");
         let org: i64 = q.fetch_one(&mut *tx).await?.try_get("id")?;
+        let mut q = self.db().sql();
+        q.push("INSERT INTO org_policy_documents (org_id, policy) VALUES (").bind(org).push(", ").bind(doc).push(")");
+        q.execute(&mut *tx).await?;
         audit::append(
             &mut tx,
             self.db().engine,
@@ -440,16 +441,16 @@ impl<'s> SystemAccess<'s> {
         let doc = serde_json::to_string(config).map_err(|e| StoreError::Config(e.to_string()))?;
         let mut tx = self.db().begin_write().await?;
         let mut old = self.db().sql();
-        old.push("SELECT policy FROM organizations WHERE id = ").bind(org);
+        old.push("SELECT policy FROM org_policy_documents WHERE org_id = ").bind(org);
         let old: Option<String> = old.fetch_optional(&mut *tx).await?.map(|r| r.try_get("policy")).transpose()?;
         let changes = crate::audit_query::policy_changes(old.as_deref().unwrap_or("{}"), config);
         let mut q = self.db().sql();
-        q.push("UPDATE organizations SET policy = ")
-            .bind(doc)
-            .push(", policy_version = policy_version + 1 WHERE id = ")
-            .bind(org);
+        q.push("UPDATE organizations SET policy_version = policy_version + 1 WHERE id = ").bind(org);
         q.push(" RETURNING policy_version");
         let version: i64 = q.fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?.try_get("policy_version")?;
+        let mut q = self.db().sql();
+        q.push("UPDATE org_policy_documents SET policy = ").bind(doc).push(" WHERE org_id = ").bind(org);
+        q.execute(&mut *tx).await?;
         audit::append(
             &mut tx,
             self.db().engine,
