@@ -148,6 +148,27 @@ pub struct Webhook {
     pub secret: String,
 }
 
+/// Webhooks are delivered over `https://` (checked against the Mozilla roots and the server's extra CA file) or plain
+/// `http://` (receivers inside the network); anything else is refused when the rules are saved.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    const USAGE: &str = "must be an https:// (or, inside your network, http://) URL with a host";
+    if url.len() > 2000 || url.contains(char::is_whitespace) {
+        return Err(format!("{USAGE}, at most 2000 characters and without spaces"));
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{USAGE}: {e}"))?;
+    match parsed.scheme() {
+        "https" | "http" => {}
+        other => return Err(format!("{USAGE}; {other}:// is not delivered")),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{USAGE}: the host is missing"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("{USAGE}, without a user name or password (the signature authenticates the sender)"));
+    }
+    Ok(())
+}
+
 /// The whole monitoring configuration of an organization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -280,9 +301,8 @@ impl MonitorConfig {
             errors.push(ValueError::new("baseline.min_exports_per_day", "must be between 1 and 100000"));
         }
         if let Some(w) = &self.webhook {
-            let ok_scheme = w.url.starts_with("http://") || w.url.starts_with("https://");
-            if !ok_scheme || w.url.len() > 2000 || w.url.contains(char::is_whitespace) {
-                errors.push(ValueError::new("webhook.url", "must be an http:// or https:// URL"));
+            if let Err(why) = check_webhook_url(&w.url) {
+                errors.push(ValueError::new("webhook.url", why));
             }
             if w.secret.chars().count() < 16 || w.secret.len() > 256 {
                 errors.push(ValueError::new("webhook.secret", "must be 16 to 256 characters"));
