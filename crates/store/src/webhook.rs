@@ -58,11 +58,12 @@ impl WebhookTrust {
 
     /// The Mozilla roots plus every certificate of the PEM file at `path` (read once, now).
     pub fn with_ca_file(path: &Path) -> Result<WebhookTrust, WebhookTrustError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| WebhookTrustError::Unreadable { path: path.to_path_buf(), source })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| WebhookTrustError::Unreadable { path: path.to_path_buf(), source })?;
         let mut extra = Vec::new();
         for cert in CertificateDer::pem_slice_iter(&bytes) {
-            extra.push(cert.map_err(|e| WebhookTrustError::BadPem { path: path.to_path_buf(), reason: e.to_string() })?);
+            extra
+                .push(cert.map_err(|e| WebhookTrustError::BadPem { path: path.to_path_buf(), reason: e.to_string() })?);
         }
         if extra.is_empty() {
             return Err(WebhookTrustError::NotPem { path: path.to_path_buf() });
@@ -178,17 +179,21 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// The rustls error behind a failed request, if any. (An `io::Error` wrapping one reports the wrapped error's
-/// *source* as its own, so the wrapper is opened explicitly.)
+/// The rustls error behind a failed request, if any. An `io::Error` wrapping another error reports the wrapped
+/// error's *source* as its own, skipping the wrapped error itself (and hyper-rustls wraps tokio-rustls's `io::Error`,
+/// which wraps the `rustls::Error`, in another one), so wrappers are opened explicitly.
 fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if let Some(t) = s.downcast_ref::<rustls::Error>() {
-            return Some(t);
-        }
-        if let Some(t) = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref())
-        {
-            return Some(t);
+        let mut inner: &(dyn std::error::Error + 'static) = s;
+        loop {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t);
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
         }
         source = s.source();
     }
