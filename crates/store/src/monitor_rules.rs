@@ -155,16 +155,18 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
     if url.len() > 2000 || url.contains(char::is_whitespace) {
         return Err(format!("{USAGE}, at most 2000 characters and without spaces"));
     }
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{USAGE}: {e}"))?;
-    match parsed.scheme() {
-        "https" | "http" => {}
-        other => return Err(format!("{USAGE}; {other}:// is not delivered")),
+    let parsed: hyper::Uri = url.parse().map_err(|e| format!("{USAGE}: {e}"))?;
+    match parsed.scheme_str() {
+        Some("https" | "http") => {}
+        Some(other) => return Err(format!("{USAGE}; {other}:// is not delivered")),
+        None => return Err(format!("{USAGE}: the scheme is missing")),
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{USAGE}: the host is missing"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
+    let Some(authority) = parsed.authority() else { return Err(format!("{USAGE}: the host is missing")) };
+    if authority.as_str().contains('@') {
         return Err(format!("{USAGE}, without a user name or password (the signature authenticates the sender)"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{USAGE}: the host is missing"));
     }
     Ok(())
 }
@@ -425,5 +427,28 @@ impl Scoped<'_> {
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(shown)
+    }
+}
+
+#[cfg(test)]
+mod webhook_url_tests {
+    use super::check_webhook_url;
+
+    #[test]
+    fn only_https_and_http_urls_with_a_host() {
+        for ok in ["https://hooks.example.com/crm?x=1", "http://10.0.0.5:8080/hook", "https://127.0.0.1:8443/"] {
+            assert_eq!(check_webhook_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("ftp://files.example.com/hook", "ftp:// is not delivered"),
+            ("https://user:pw@hooks.example.com/x", "without a user name or password"),
+            ("hooks.example.com/x", "https://"),
+            ("https://", "https://"),
+            ("file:///etc/passwd", "https://"),
+            ("https://hooks.example.com/a b", "without spaces"),
+        ] {
+            let err = check_webhook_url(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -5,9 +5,13 @@
 //! needed). Trusted: the Mozilla root certificates compiled in (`webpki-roots`, so nothing is read or downloaded at
 //! run time), plus the CA certificates of an optional PEM file given at start (`crm serve --webhook-ca-file`) for
 //! receivers behind a private company CA. `http://` is still delivered, for receivers inside the network.
-//! Redirects are not followed (a 3xx is a failed attempt); no proxy is used; each attempt has 5 seconds.
+//! Redirects are not followed (a 3xx is a failed attempt); no proxy is used; each attempt has 5 seconds. The client is
+//! hyper with hyper-rustls rather than reqwest: reqwest's rustls features either build aws-lc or leave its clients
+//! without a crypto provider (feature unification would then break every other reqwest client of the workspace).
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http_body_util::Full;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use sha2::Sha256;
@@ -91,10 +95,12 @@ impl WebhookTrust {
     }
 }
 
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
 /// Posts webhook deliveries; one per process (a connection pool shared by every organization's deliveries).
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
-    client: reqwest::Client,
+    client: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
 }
 
 /// How one attempt ended without a 2xx answer (the reason recorded in `alert_deliveries.last_error`).
@@ -108,31 +114,37 @@ impl WebhookSender {
             .map_err(|e| WebhookTrustError::Client(e.to_string()))?
             .with_root_certificates(trust.root_store()?)
             .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(ATTEMPT_TIMEOUT)
-            .connect_timeout(ATTEMPT_TIMEOUT)
-            .user_agent(concat!("crm-webhook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| WebhookTrustError::Client(e.to_string()))?;
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+        tcp.enforce_http(false); // the TLS layer above takes https:// URLs
+        tcp.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(WebhookSender { client })
     }
 
-    /// One POST of `body` (JSON) with `headers`; the receiver's status, or why there was none.
+    /// One POST of `body` (JSON) with `headers`; the receiver's status, or why there was none. Redirects are not
+    /// followed (the client has no redirect logic); no proxy is used.
     pub async fn post(&self, url: &str, headers: &[(&str, String)], body: String) -> Result<u16, AttemptError> {
-        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        if !scheme_ok {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("https" | "http")) {
             return Err("only http:// and https:// webhooks are delivered".into());
         }
-        let mut req = self.client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let mut req = hyper::Request::post(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, concat!("crm-webhook/", env!("CARGO_PKG_VERSION")));
         for (k, v) in headers {
             req = req.header(*k, v.as_str());
         }
-        match req.send().await {
-            Ok(res) => Ok(res.status().as_u16()),
-            Err(e) => Err(describe(&e)),
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("cannot build the request: {e}"))?;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(req)).await {
+            Err(_) => Err(format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs())),
+            Ok(Err(e)) => Err(describe(&e)),
+            // The body is not read: the status is the answer (the connection is closed rather than reused).
+            Ok(Ok(res)) => Ok(res.status().as_u16()),
         }
     }
 }
@@ -158,16 +170,13 @@ impl crate::Store {
     }
 }
 
-/// A reason an operator can act on: certificate problems are named as such, then timeouts, then the error chain.
-fn describe(e: &reqwest::Error) -> String {
+/// A reason an operator can act on: certificate problems are named as such, then the error chain.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
     if let Some(tls) = tls_error(e) {
         return match tls {
             rustls::Error::InvalidCertificate(c) => format!("TLS certificate rejected: {c:?}"),
             other => format!("TLS failed: {other}"),
         };
-    }
-    if e.is_timeout() {
-        return format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs());
     }
     let mut text = if e.is_connect() { "connection failed".to_string() } else { "request failed".to_string() };
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -182,7 +191,7 @@ fn describe(e: &reqwest::Error) -> String {
 /// The rustls error behind a failed request, if any. An `io::Error` wrapping another error reports the wrapped
 /// error's *source* as its own, skipping the wrapped error itself (and hyper-rustls wraps tokio-rustls's `io::Error`,
 /// which wraps the `rustls::Error`, in another one), so wrappers are opened explicitly.
-fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+fn tls_error(e: &hyper_util::client::legacy::Error) -> Option<&rustls::Error> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         let mut inner: &(dyn std::error::Error + 'static) = s;

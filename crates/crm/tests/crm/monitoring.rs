@@ -1094,7 +1094,7 @@ async fn webhooks_must_be_https_or_http() {
     let mut doc = app.get("/api/v1/admin/monitoring/rules", &admin).await.assert_status(200).json();
     for (url, says) in [
         ("ftp://files.example.com/hook", "ftp:// is not delivered"),
-        ("file:///etc/passwd", "file:// is not delivered"),
+        ("file:///etc/passwd", "https://"),
         ("https://", "https://"),
         ("https://user:pw@hooks.example.com/x", "without a user name or password"),
         ("hooks.example.com/x", "https://"),
