@@ -53,6 +53,10 @@ pub enum Command {
         /// Always mark session cookies Secure (TLS is terminated in front of the server without X-Forwarded-Proto).
         #[arg(long, env = "CRM_SECURE_COOKIES")]
         secure_cookies: bool,
+        /// PEM file of extra CA certificates that https:// monitoring webhooks are checked against (a private company
+        /// CA), beside the compiled-in Mozilla roots. Read once at start.
+        #[arg(long, env = "CRM_WEBHOOK_CA_FILE", value_name = "FILE")]
+        webhook_ca_file: Option<PathBuf>,
     },
     /// Create the demo organization (if missing) and exit.
     Demo {
@@ -207,13 +211,18 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { listen, demo, trusted_proxy, secure_cookies } => {
+        Command::Serve { listen, demo, trusted_proxy, secure_cookies, webhook_ca_file } => {
+            // Read before anything starts: a wrong path stops the server here, not at the first alert.
+            let webhook_trust = match &webhook_ca_file {
+                Some(path) => crm_store::WebhookTrust::with_ca_file(path).context("--webhook-ca-file")?,
+                None => crm_store::WebhookTrust::mozilla_roots(),
+            };
             let mut net = crm_api::client::NetConfig { trusted_proxies: Vec::new(), secure_cookies };
             for p in &trusted_proxy {
                 net.trusted_proxies
                     .push(crm_store::auth::parse_network(p).map_err(|e| anyhow::anyhow!("--trusted-proxy: {e}"))?);
             }
-            serve(&cli.db, listen, demo, net).await
+            serve(&cli.db, listen, demo, net, &webhook_trust).await
         }
         Command::Demo { customers } => {
             let store = cli.db.open().await?;
@@ -355,8 +364,10 @@ async fn serve(
     listen: SocketAddr,
     with_demo: bool,
     net: crm_api::client::NetConfig,
+    webhook_trust: &crm_store::WebhookTrust,
 ) -> anyhow::Result<ExitCode> {
     let store = db.open().await?;
+    store.set_webhook_trust(webhook_trust).context("webhook client")?;
     if with_demo {
         demo::ensure_demo(&store, 1200).await?;
     } else {

@@ -24,6 +24,7 @@ mod render;
 mod report;
 mod sqlite_inline;
 mod system;
+mod webhook;
 
 pub use admin::{AccessChange, DepartmentSummary, ModulePermissions, PolicyChange, UserPatch, UserSummary, WhoCanSee};
 pub use audit::{AuditEntry, RequestContext, StoredEntry, current_request_context, with_request_context};
@@ -45,10 +46,11 @@ pub use monitor::{
     Alert, AlertPage, AlertQuery, AlertViewer, BaselineSettings, BlockKind, MonitorConfig, RULE_NAMES, ResponseKind,
     Rule, SECRET_PLACEHOLDER, Severity, Webhook, default_rule,
 };
-pub use monitor_detect::{MonitorHandle, hmac_sha256_hex};
+pub use monitor_detect::MonitorHandle;
 pub use records::{CountPlan, FieldFilter, ListPlan, ListQuery, LookupItem, Page, RecordOut, Scoped, Sharing};
 pub use report::ReportRow;
 pub use system::{NewUser, SignIn, SystemAccess};
+pub use webhook::{WebhookTrust, WebhookTrustError, hmac_sha256_hex};
 
 use crm_domain::{OrgId, UserId, ValueError};
 use crm_policy::{Access, Directory, PolicyConfig};

@@ -32,11 +32,13 @@ pub use crate::monitor_rules::{
 pub(crate) struct Shared {
     pub rules: crate::monitor_rules::RulesCache,
     pub feed: broadcast::Sender<Alert>,
+    /// The webhook client of this process, built at the first delivery unless the server set its trust at start.
+    pub webhooks: std::sync::RwLock<Option<crate::webhook::WebhookSender>>,
 }
 
 impl Shared {
     pub(crate) fn new() -> Shared {
-        Shared { rules: Default::default(), feed: broadcast::channel(1024).0 }
+        Shared { rules: Default::default(), feed: broadcast::channel(1024).0, webhooks: Default::default() }
     }
 }
 

@@ -148,6 +148,29 @@ pub struct Webhook {
     pub secret: String,
 }
 
+/// Webhooks are delivered over `https://` (checked against the Mozilla roots and the server's extra CA file) or plain
+/// `http://` (receivers inside the network); anything else is refused when the rules are saved.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    const USAGE: &str = "must be an https:// (or, inside your network, http://) URL with a host";
+    if url.len() > 2000 || url.contains(char::is_whitespace) {
+        return Err(format!("{USAGE}, at most 2000 characters and without spaces"));
+    }
+    let parsed: hyper::Uri = url.parse().map_err(|e| format!("{USAGE}: {e}"))?;
+    match parsed.scheme_str() {
+        Some("https" | "http") => {}
+        Some(other) => return Err(format!("{USAGE}; {other}:// is not delivered")),
+        None => return Err(format!("{USAGE}: the scheme is missing")),
+    }
+    let Some(authority) = parsed.authority() else { return Err(format!("{USAGE}: the host is missing")) };
+    if authority.as_str().contains('@') {
+        return Err(format!("{USAGE}, without a user name or password (the signature authenticates the sender)"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{USAGE}: the host is missing"));
+    }
+    Ok(())
+}
+
 /// The whole monitoring configuration of an organization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -280,9 +303,8 @@ impl MonitorConfig {
             errors.push(ValueError::new("baseline.min_exports_per_day", "must be between 1 and 100000"));
         }
         if let Some(w) = &self.webhook {
-            let ok_scheme = w.url.starts_with("http://") || w.url.starts_with("https://");
-            if !ok_scheme || w.url.len() > 2000 || w.url.contains(char::is_whitespace) {
-                errors.push(ValueError::new("webhook.url", "must be an http:// or https:// URL"));
+            if let Err(why) = check_webhook_url(&w.url) {
+                errors.push(ValueError::new("webhook.url", why));
             }
             if w.secret.chars().count() < 16 || w.secret.len() > 256 {
                 errors.push(ValueError::new("webhook.secret", "must be 16 to 256 characters"));
@@ -405,5 +427,28 @@ impl Scoped<'_> {
         audit::append(&mut tx, self.db().engine, &e).await?;
         tx.commit().await?;
         Ok(shown)
+    }
+}
+
+#[cfg(test)]
+mod webhook_url_tests {
+    use super::check_webhook_url;
+
+    #[test]
+    fn only_https_and_http_urls_with_a_host() {
+        for ok in ["https://hooks.example.com/crm?x=1", "http://10.0.0.5:8080/hook", "https://127.0.0.1:8443/"] {
+            assert_eq!(check_webhook_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("ftp://files.example.com/hook", "ftp:// is not delivered"),
+            ("https://user:pw@hooks.example.com/x", "without a user name or password"),
+            ("hooks.example.com/x", "https://"),
+            ("https://", "https://"),
+            ("file:///etc/passwd", "https://"),
+            ("https://hooks.example.com/a b", "without spaces"),
+        ] {
+            let err = check_webhook_url(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -890,3 +890,247 @@ async fn an_open_alert_stream_follows_the_viewers_current_access() {
         store_a.close().await;
     }
 }
+
+// ---- Webhooks over HTTPS: a local receiver with certificates made at test time by a CA of its own.
+
+/// A webhook receiver speaking HTTPS on 127.0.0.1 with a certificate issued by its own certificate authority.
+struct HttpsReceiver {
+    url: String,
+    /// The receiver's CA certificate, as the operator would put it in `--webhook-ca-file`.
+    ca_pem: String,
+    /// Requests that reached the receiver (after a completed TLS handshake).
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+    /// TLS handshakes that failed (the sender refused the certificate).
+    failed_handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    failed_handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.failed_handshakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+async fn https_receiver(ca_name: &str) -> HttpsReceiver {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    use std::sync::Arc;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server parameters")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let private = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], private.into())
+        .expect("server TLS configuration");
+
+    type Seen = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let seen: Seen = Arc::default();
+    let router = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                async |axum::extract::State(seen): axum::extract::State<Seen>,
+                       headers: axum::http::HeaderMap,
+                       body: String| {
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).push((headers, body));
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(Arc::clone(&seen));
+    let failed_handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TlsListener {
+        tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        failed_handshakes: Arc::clone(&failed_handshakes),
+    };
+    let url = format!("https://{}/hook", axum::serve::Listener::local_addr(&listener).expect("addr"));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    HttpsReceiver { url, ca_pem: ca.pem(), seen, failed_handshakes, server }
+}
+
+/// Configures `notify` on probing (two refused reads) with the webhook at `url`, then probes as a rep.
+async fn probe_with_webhook(app: &TestApp, url: &str, secret: &str) -> String {
+    let admin = token(app, "admin").await;
+    configure(
+        app,
+        &admin,
+        json!({"probing": {"threshold": 2, "responses": ["notify"]}}),
+        json!({"webhook": {"url": url, "secret": secret}}),
+    )
+    .await;
+    let rep = token(app, "rep.north1").await;
+    for id in 1..=2 {
+        app.get(&format!("/api/v1/opportunities/{}", 400_000 + id), &rep).await.assert_status(404);
+    }
+    admin
+}
+
+#[tokio::test]
+async fn alerts_reach_an_https_webhook_whose_private_ca_is_configured() {
+    use hmac::{Hmac, Mac};
+    for engine in engines() {
+        let receiver = https_receiver("Example Corp Private CA").await;
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let ca_file = dir.path().join("company-ca.pem");
+        std::fs::write(&ca_file, &receiver.ca_pem).expect("write the CA file");
+
+        let (app, demo, _m) = monitored(engine).await;
+        let trust = crm_store::WebhookTrust::with_ca_file(&ca_file).expect("the CA file is read");
+        app.store.set_webhook_trust(&trust).expect("webhook client");
+        let secret = "an-https-webhook-secret";
+        let admin = probe_with_webhook(&app, &receiver.url, secret).await;
+        let a = one(wait_alerts(&app, demo.org, &admin, "probing").await, "probing", engine);
+
+        let started = Instant::now();
+        while receiver.seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "[{engine}] the alert was delivered over https");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (headers, body) = receiver.seen.lock().unwrap_or_else(|e| e.into_inner())[0].clone();
+        // The receiver checks the signature the way the documentation tells it to, with the `hmac` crate.
+        let ts = headers.get("x-crm-timestamp").and_then(|v| v.to_str().ok()).expect("timestamp");
+        let sig = headers.get("x-crm-signature").and_then(|v| v.to_str().ok()).expect("signature");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC key");
+        mac.update(format!("{ts}.{body}").as_bytes());
+        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sig, format!("sha256={expected}"), "[{engine}] the signature verifies");
+        let doc: Value = serde_json::from_str(&body).expect("json body");
+        assert_eq!(doc["alert"]["id"], a["id"], "[{engine}]");
+        assert_eq!(doc["organization"], json!(demo.org), "[{engine}]");
+
+        let started = Instant::now();
+        loop {
+            let st = app.sql_strings("SELECT status FROM alert_deliveries").await;
+            if st == ["delivered"] {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "[{engine}] delivery recorded: {st:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(app.sql_i64("SELECT attempts FROM alert_deliveries").await, 1, "[{engine}] first attempt");
+        assert_eq!(receiver.failed_handshakes.load(std::sync::atomic::Ordering::SeqCst), 0, "[{engine}]");
+    }
+}
+
+#[tokio::test]
+async fn an_https_webhook_with_an_untrusted_certificate_gets_nothing_and_is_retried() {
+    for engine in engines() {
+        // The server trusts one private CA; this receiver's certificate comes from another.
+        let trusted = https_receiver("Example Corp Private CA").await;
+        let stranger = https_receiver("Somebody Else's CA").await;
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let ca_file = dir.path().join("company-ca.pem");
+        std::fs::write(&ca_file, &trusted.ca_pem).expect("write the CA file");
+
+        let (app, demo, _m) = monitored(engine).await;
+        let trust = crm_store::WebhookTrust::with_ca_file(&ca_file).expect("the CA file is read");
+        app.store.set_webhook_trust(&trust).expect("webhook client");
+        let admin = probe_with_webhook(&app, &stranger.url, "an-https-webhook-secret").await;
+        one(wait_alerts(&app, demo.org, &admin, "probing").await, "probing", engine);
+
+        // The first attempt and one retry (after 400 ms) fail on the certificate, and are recorded as such.
+        let started = Instant::now();
+        loop {
+            let attempts = app.sql_i64s("SELECT attempts FROM alert_deliveries").await;
+            if attempts.first().is_some_and(|n| *n >= 2) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "[{engine}] retried: {attempts:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = app.sql_strings("SELECT status FROM alert_deliveries").await;
+        assert!(status == ["failing"] || status == ["failed"], "[{engine}] {status:?}");
+        let error = app.sql_strings("SELECT last_error FROM alert_deliveries").await;
+        assert!(error[0].contains("TLS certificate rejected") && error[0].contains("UnknownIssuer"), "{error:?}");
+        assert!(stranger.seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty(), "[{engine}] nothing delivered");
+        assert!(stranger.failed_handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 2, "[{engine}]");
+        assert!(trusted.seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty(), "[{engine}]");
+    }
+}
+
+#[tokio::test]
+async fn webhooks_must_be_https_or_http() {
+    let (app, _demo) = demo_app("sqlite").await;
+    let admin = token(&app, "admin").await;
+    let mut doc = app.get("/api/v1/admin/monitoring/rules", &admin).await.assert_status(200).json();
+    for (url, says) in [
+        ("ftp://files.example.com/hook", "ftp:// is not delivered"),
+        ("file:///etc/passwd", "https://"),
+        ("https://", "https://"),
+        ("https://user:pw@hooks.example.com/x", "without a user name or password"),
+        ("hooks.example.com/x", "https://"),
+    ] {
+        doc["webhook"] = json!({"url": url, "secret": "0123456789abcdef0123"});
+        let p = put_json(&app, "/api/v1/admin/monitoring/rules", &admin, &doc)
+            .await
+            .assert_problem(422, "/problems/validation");
+        let e = p["errors"].as_array().and_then(|e| e.first()).cloned().unwrap_or_default();
+        assert_eq!(e["field"], json!("webhook.url"), "{url}: {p}");
+        assert!(e["message"].as_str().is_some_and(|m| m.contains(says)), "{url}: {p}");
+    }
+    for url in ["https://hooks.example.com/crm?x=1", "http://10.0.0.5:8080/hook"] {
+        doc["webhook"] = json!({"url": url, "secret": "0123456789abcdef0123"});
+        put_json(&app, "/api/v1/admin/monitoring/rules", &admin, &doc).await.assert_status(200);
+    }
+    assert_eq!(app.sql_i64("SELECT COUNT(*) FROM alert_deliveries").await, 0);
+}
+
+#[tokio::test]
+async fn the_server_refuses_to_start_with_an_unusable_webhook_ca_file() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "this is not a certificate").expect("write");
+    for (file, says) in [(dir.path().join("missing.pem"), "cannot read"), (not_pem, "holds no PEM certificate")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--webhook-ca-file"])
+            .arg(&file)
+            .env_remove("CRM_DATABASE_URL")
+            .output()
+            .expect("run crm");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("--webhook-ca-file") && stderr.contains(says), "{stderr}");
+        assert!(!dir.path().join("data").exists(), "nothing was created before the check");
+    }
+}
