@@ -124,6 +124,16 @@ fn indexed_branch(module: Module, p: &Pred) -> bool {
     }
 }
 
+/// Whether a condition reads only the record's own columns (no owner directory, shares, team or parent).
+fn columns_only(p: &Pred) -> bool {
+    match p {
+        Pred::Const(_) | Pred::Field { .. } => true,
+        Pred::Because(_, inner) => columns_only(inner),
+        Pred::And(items) | Pred::Or(items) => items.iter().all(columns_only),
+        _ => false,
+    }
+}
+
 /// Columns with an `(org_id, column, updated_at)` index (migration 0001), besides `owner_id`.
 const INDEXED_COLUMNS: &[(Module, &str)] = &[
     (Module::Customers, "region"),
@@ -758,10 +768,14 @@ impl<'s> Scoped<'s> {
         let s = schema_of(module)?;
         let postgres = self.db().engine == crate::db::Engine::Postgres;
         // PostgreSQL reads `owner_id IN (…)` from the owner index; a membership subquery it would test per row.
-        let branches: Vec<Pred> = branches
+        let mut branches: Vec<Pred> = branches
             .iter()
             .map(|b| if postgres { owners_spelled_out(b, self.access().directory()) } else { (*b).clone() })
             .collect();
+        // Branches over the row's own columns first (partition grants, criteria rules: an index range, often large):
+        // the first part tests no earlier branch, so it is counted from the index alone, and the later parts (owner,
+        // shares, team: usually few rows) test the column conditions on the rows they read anyway.
+        branches.sort_by_key(|b| !columns_only(b));
         let mut sql = self.db().sql();
         sql.push("SELECT ");
         for (k, branch) in branches.iter().enumerate() {
