@@ -20,7 +20,7 @@
 //! At least 100,000 (user, action, record) pairs are checked per engine; `CRM_DIFFERENTIAL_PAIRS` scales it up.
 //! A failure shrinks to a minimal world, printed with database ids, the user's compiled predicate and the facts.
 
-use crate::support::{Raw, open};
+use crate::support::{Env, Org, Raw, allow, open, role};
 use crate::testdb::{TestDatabase, engines};
 use crm_domain::{Action, CUSTOMER_TYPES, DeptId, Level, Module, OrgId, Record, RecordId, UserId, Value, schema};
 use crm_policy::{
@@ -987,6 +987,69 @@ async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visib
         }
     }
     Ok(())
+}
+
+/// A view-all user kept away from government customers by a restriction rule counts exactly the customers the
+/// list shows (a customer of no type is not admitted by `<>`), with every count plan, whether another
+/// organization of the database holds more rows than the SQLite complement steps over (it then counts the
+/// organization's rows directly) or fewer (it subtracts them from the table's total).
+#[tokio::test]
+async fn complement_count_is_exact_beside_another_organization() {
+    for engine in engines() {
+        let env = Env::new(engine).await;
+        // Created first, so its id is below the counted organization's.
+        let crowd = Org::new(&env.store, "crowd", &PolicyConfig::default()).await;
+        let crowd_owner = crowd.user(&env.store, "crowd-owner", &[]).await;
+        env.raw
+            .exec(format!(
+                "INSERT INTO customers (org_id, owner_id, name, created_by, updated_by, created_at, updated_at) \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50001) \
+                 SELECT {}, {crowd_owner}, 'crowd', {crowd_owner}, {crowd_owner}, 0, 0 FROM n",
+                crowd.id
+            ))
+            .await;
+        let clerk_role = allow(role(1, "service"), Module::Customers, &[Action::View], Scope::All);
+        let config = PolicyConfig {
+            roles: vec![clerk_role],
+            restriction_rules: vec![RestrictionRule {
+                id: 1,
+                name: "no government customers".into(),
+                module: Module::Customers,
+                applies_to: Grantee::Role { id: 1 },
+                criteria: vec![Criterion { field: "customer_type".into(), op: CmpOp::Ne, value: "government".into() }],
+                exempt_administrators: false,
+            }],
+            ..PolicyConfig::default()
+        };
+        let org = Org::new(&env.store, "served", &config).await;
+        let clerk = org.user(&env.store, "clerk", &[1]).await;
+        let types = [Some("government"), Some("enterprise"), None, Some("smb"), Some("government"), Some("smb")];
+        let rows: Vec<(UserId, BTreeMap<&'static str, Value>)> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut fields = BTreeMap::from([("name", Value::Text(format!("customer {i}")))]);
+                if let Some(t) = t {
+                    fields.insert("customer_type", Value::Text((*t).into()));
+                }
+                (clerk, fields)
+            })
+            .collect();
+        env.store.unscoped_system_access().seed_records(org.id, Module::Customers, &rows).await.expect("customers");
+        let scoped = env.store.scoped(org.sign_in(&env.store, "clerk").await);
+        let visible = scoped.visible_ids(Module::Customers, Action::View).await.expect("visible ids");
+        assert_eq!(visible.len(), 3, "{engine}: enterprise and two smb customers are visible");
+        for crowded in [true, false] {
+            if !crowded {
+                env.raw.exec(format!("DELETE FROM customers WHERE org_id = {} AND id % 100 <> 0", crowd.id)).await;
+            }
+            for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement, CountPlan::Auto] {
+                let n = scoped.count_with_plan(Module::Customers, &ListQuery::default(), plan).await;
+                assert_eq!(n.ok(), Some(3), "{engine}: {plan:?} count (other organization crowded: {crowded})");
+            }
+        }
+        env.close().await;
+    }
 }
 
 fn target_pairs() -> u64 {
