@@ -118,9 +118,10 @@ async fn run_once(db: &Db) -> Result<(), StoreError> {
 /// Only `sqlite_stat1` is kept, as `SystemAccess::analyze` does (no `sqlite_stat4` histograms).
 async fn analyze_new_sqlite_indexes(db: &Db) -> Result<(), StoreError> {
     let mut conn = db.pool.acquire().await?;
-    let stat1: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1'")
-        .fetch_one(&mut *conn)
-        .await?;
+    let stat1: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1'")
+            .fetch_one(&mut *conn)
+            .await?;
     if stat1 == 0 {
         return Ok(());
     }
@@ -136,9 +137,10 @@ async fn analyze_new_sqlite_indexes(db: &Db) -> Result<(), StoreError> {
         // Index names come from the schema, not from input.
         sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE \"{index}\""))).execute(&mut *conn).await?;
     }
-    let stat4: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat4'")
-        .fetch_one(&mut *conn)
-        .await?;
+    let stat4: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat4'")
+            .fetch_one(&mut *conn)
+            .await?;
     if stat4 > 0 {
         for index in &missing {
             sqlx::query("DELETE FROM sqlite_stat4 WHERE idx = ?").bind(index.as_str()).execute(&mut *conn).await?;

@@ -659,7 +659,12 @@ impl<'s> Scoped<'s> {
     /// The statement a count plan runs, as text with its bound values (for tools that explain plans; not audited).
     /// `None` when the caller may see no record at all.
     #[doc(hidden)]
-    pub fn count_statement(&self, module: Module, q: &ListQuery, plan: CountPlan) -> Result<Option<String>, StoreError> {
+    pub fn count_statement(
+        &self,
+        module: Module,
+        q: &ListQuery,
+        plan: CountPlan,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self.count_sql(module, q, plan)?.map(|sql| format!("{sql:?}")))
     }
 
@@ -681,7 +686,9 @@ impl<'s> Scoped<'s> {
             CountPlan::Complement => self.count_complement(module, pred, q)?,
             // SQLite steps through every index entry it counts (≈ 0.1 µs each); the table's total comes from its
             // B-tree pages, so a view-all count subtracts the excluded records instead of counting the admitted ones.
-            CountPlan::Auto if sqlite && exclusions(module, pred).is_some() => self.count_complement(module, pred, q)?,
+            CountPlan::Auto if sqlite && exclusions(module, pred).is_some() => {
+                self.count_complement(module, pred, q)?
+            }
             // Measured at 1,000,000 customers (BENCHMARKS.md §2): on PostgreSQL the disjoint sum turns the one
             // query's scan of the organization's rows into index reads; on SQLite the one query already combines the
             // branches' indexes (MULTI-INDEX OR) and the sum was slower for the representative, so it stays.
@@ -709,7 +716,9 @@ impl<'s> Scoped<'s> {
         let mut sql = self.db().sql();
         sql.push("SELECT ");
         if sqlite {
-            sql.push(&format!("CASE WHEN below.n < {COMPLEMENT_MAX_OTHER_ROWS} AND above.n < {COMPLEMENT_MAX_OTHER_ROWS} THEN "));
+            sql.push(&format!(
+                "CASE WHEN below.n < {COMPLEMENT_MAX_OTHER_ROWS} AND above.n < {COMPLEMENT_MAX_OTHER_ROWS} THEN "
+            ));
             // Without a WHERE clause SQLite counts the smallest index's entries from its pages' headers.
             sql.push("(SELECT COUNT(*) FROM ").push(s.table).push(") - below.n - above.n");
         } else {
