@@ -70,6 +70,9 @@ enum Cmd {
         /// Runs of the application-filtering baseline per persona (0 to skip).
         #[arg(long, default_value_t = 2)]
         app_iters: usize,
+        /// Print each persona's count statements (every plan, with bound values) instead of timing.
+        #[arg(long)]
+        explain_counts: bool,
     },
     /// Permission change cost and effect.
     Change {
@@ -136,7 +139,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = decisions(&store, samples, rounds, sql_checks).await?;
             write(&cli.out, &format!("decisions-{}", engine_name(&store)), &r)?;
         }
-        Cmd::Lists { database_url, iters, count_iters, app_iters } => {
+        Cmd::Lists { database_url, explain_counts: true, .. } => {
+            let store = open(&database_url).await?;
+            explain_counts(&store).await?;
+        }
+        Cmd::Lists { database_url, iters, count_iters, app_iters, explain_counts: false } => {
             let store = open(&database_url).await?;
             let r = lists(&store, iters, count_iters, app_iters).await?;
             write(&cli.out, &format!("lists-{}", engine_name(&store)), &r)?;
@@ -484,7 +491,7 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
         "persona", "visible", "vis %", "page p50", "p95", "p99", "count p50", "count p95", "app p50", "×app"
     );
     println!(
-        "{:<30} (then the plans the page and the count choose between: one query, branch plan / disjoint branches; p50 / p95)",
+        "{:<30} (then the plans the page and the count choose between: one query, branch plan / disjoint branches / complement; p50 / p95)",
         ""
     );
     let mut rows = Vec::new();
@@ -527,7 +534,7 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
         let mut t = Vec::new();
         let mut visible = 0;
         // The count plans, timed interleaved with the count (audited, automatic plan) and checked equal to it.
-        let count_plans = [CountPlan::Single, CountPlan::Disjoint];
+        let count_plans = [CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement];
         let mut count_plan_t: Vec<Vec<f64>> = vec![Vec::new(); count_plans.len()];
         for _ in 0..count_iters.max(1) {
             let s = Instant::now();
@@ -571,7 +578,7 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
             app.p50 / page.p50
         );
         println!(
-            "{:<30} one query {} / {} ms, branch plan {} / {} ms; count: one query {} / {} ms, disjoint branches {} / {} ms",
+            "{:<30} one query {} / {} ms, branch plan {} / {} ms; count: one query {} / {} ms, disjoint branches {} / {} ms, complement {} / {} ms",
             "",
             ms(plan_stats[0].p50),
             ms(plan_stats[0].p95),
@@ -580,15 +587,31 @@ async fn lists(store: &Store, iters: usize, count_iters: usize, app_iters: usize
             ms(count_plan_stats[0].p50),
             ms(count_plan_stats[0].p95),
             ms(count_plan_stats[1].p50),
-            ms(count_plan_stats[1].p95)
+            ms(count_plan_stats[1].p95),
+            ms(count_plan_stats[2].p50),
+            ms(count_plan_stats[2].p95)
         );
         rows.push(json!({"persona": p.label, "username": p.username, "visible": visible, "visible_pct": pct,
             "page": sj(&page), "count": sj(&count), "app_filter_first_page": sj(&app), "app_over_page_p50": app.p50 / page.p50,
             "same_first_page": same, "single_query_page": sj(&plan_stats[0]), "branch_plan_page": sj(&plan_stats[1]),
-            "single_query_count": sj(&count_plan_stats[0]), "disjoint_branches_count": sj(&count_plan_stats[1])}));
+            "single_query_count": sj(&count_plan_stats[0]), "disjoint_branches_count": sj(&count_plan_stats[1]),
+            "complement_count": sj(&count_plan_stats[2])}));
     }
     println!("(times in ms; ×app = application filtering's p50 / the pushed-down query's p50, same run)");
     Ok(json!({"machine": machine(), "engine": engine_name(store), "customers": total, "rows": rows}))
+}
+
+/// Each persona's count statements, one per plan, to read with the engine's EXPLAIN.
+async fn explain_counts(store: &Store) -> anyhow::Result<()> {
+    let ctx = context(store).await?;
+    for (p, principal) in &ctx.personas {
+        let scoped = store.scoped(principal.clone());
+        for plan in [CountPlan::Auto, CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement] {
+            let sql = scoped.count_statement(Module::Customers, &ListQuery::default(), plan)?;
+            println!("{} ({}) {plan:?}: {}", p.label, p.username, sql.as_deref().unwrap_or("(sees nothing)"));
+        }
+    }
+    Ok(())
 }
 
 async fn change(store: &Store) -> anyhow::Result<serde_json::Value> {

@@ -20,6 +20,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "monitor", ddl: include_str!("migrations/0004_monitor.sql") },
     Migration { version: 6, name: "bulk_load", ddl: include_str!("migrations/0006_bulk_load.sql") },
     Migration { version: 7, name: "monitor_exports", ddl: include_str!("migrations/0007_monitor_exports.sql") },
+    Migration { version: 9, name: "count_indexes", ddl: include_str!("migrations/0009_count_indexes.sql") },
     Migration {
         version: 10,
         name: "org_policy_documents",
@@ -109,5 +110,50 @@ async fn run_once(db: &Db) -> Result<(), StoreError> {
         tx.commit().await?;
     }
     // A bulk load that stopped before its end left indexes set aside: put them back before anything reads.
-    crate::bulk::restore_deferred(db).await
+    crate::bulk::restore_deferred(db).await?;
+    if db.engine == Engine::Sqlite {
+        analyze_new_sqlite_indexes(db).await?;
+    }
+    Ok(())
+}
+
+/// Statistics for SQLite indexes created after the last `ANALYZE` (by a migration such as 0009) on tables that
+/// have them: without a `sqlite_stat1` row SQLite assumes an index finds about ten rows per equality, so beside
+/// analyzed indexes a new one wins every plan (a visible count at 1,000,000 customers went from 0.1 s to 2 s).
+/// Only `sqlite_stat1` is kept, as `SystemAccess::analyze` does (no `sqlite_stat4` histograms).
+async fn analyze_new_sqlite_indexes(db: &Db) -> Result<(), StoreError> {
+    let mut conn = db.pool.acquire().await?;
+    let stat1: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1'")
+            .fetch_one(&mut *conn)
+            .await?;
+    if stat1 == 0 {
+        return Ok(());
+    }
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL \
+         AND tbl_name IN (SELECT tbl FROM sqlite_stat1 WHERE idx IS NOT NULL) \
+         AND name NOT IN (SELECT idx FROM sqlite_stat1 WHERE idx IS NOT NULL) ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for index in &missing {
+        tracing::info!(index, "computing statistics for a new index");
+        // Index names come from the schema, not from input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE \"{index}\""))).execute(&mut *conn).await?;
+    }
+    let stat4: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat4'")
+            .fetch_one(&mut *conn)
+            .await?;
+    if stat4 > 0 {
+        for index in &missing {
+            sqlx::query("DELETE FROM sqlite_stat4 WHERE idx = ?").bind(index.as_str()).execute(&mut *conn).await?;
+        }
+    }
+    if !missing.is_empty() {
+        // Loads the statistics again, now without the histograms.
+        sqlx::query("ANALYZE sqlite_schema").execute(&mut *conn).await?;
+    }
+    Ok(())
 }

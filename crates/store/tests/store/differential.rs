@@ -13,13 +13,14 @@
 //!   is true;
 //! - `Access::decide` over facts built independently from the generated world agrees, and so does
 //!   `Access::explain(..).allowed`;
-//! - for `view`, `Scoped::count` agrees, with every count plan (one query, the disjoint branch sum), also under a
-//!   filter (against a walk of the list's pages with the same filter).
+//! - for `view`, `Scoped::count` agrees, with every count plan (one query, the disjoint branch sum, the complement
+//!   of a view-all user's exclusions), also under a filter (against a walk of the list's pages with the same
+//!   filter); the run fails if no world gave the complement plan a predicate it applies to.
 //!
 //! At least 100,000 (user, action, record) pairs are checked per engine; `CRM_DIFFERENTIAL_PAIRS` scales it up.
 //! A failure shrinks to a minimal world, printed with database ids, the user's compiled predicate and the facts.
 
-use crate::support::{Raw, open};
+use crate::support::{Env, Org, Raw, allow, open, role};
 use crate::testdb::{TestDatabase, engines};
 use crm_domain::{Action, CUSTOMER_TYPES, DeptId, Level, Module, OrgId, Record, RecordId, UserId, Value, schema};
 use crm_policy::{
@@ -800,6 +801,8 @@ const MODULES: [Module; 2] = [Module::Customers, Module::Contacts];
 struct Tally {
     pairs: u64,
     allowed: u64,
+    /// Counts the complement plan answered with its own statement (a view-all predicate with exclusions).
+    complements: u64,
 }
 
 /// Checks every (user, action, record) of the built world. Users are checked concurrently (each on its own
@@ -817,6 +820,7 @@ async fn check(store: &Store, built: &std::sync::Arc<Built>) -> Result<Tally, St
         let t = r?;
         total.pairs += t.pairs;
         total.allowed += t.allowed;
+        total.complements += t.complements;
     }
     Ok(total)
 }
@@ -892,6 +896,13 @@ async fn check_user(store: &Store, built: &Built, user: UserId) -> Result<Tally,
                     if access.can(module, Action::View) {
                         check_list_plans(&scoped, module, &memory).await.map_err(|e| fail(e, None))?;
                         check_count_plans(&scoped, module, memory.len()).await.map_err(|e| fail(e, None))?;
+                        let plain = scoped.count_statement(module, &ListQuery::default(), CountPlan::Single);
+                        let complement = scoped.count_statement(module, &ListQuery::default(), CountPlan::Complement);
+                        if plain.map_err(|e| fail(e.to_string(), None))?
+                            != complement.map_err(|e| fail(e.to_string(), None))?
+                        {
+                            tally.complements += 1;
+                        }
                     }
                 }
             }
@@ -935,7 +946,7 @@ async fn check_list_plans(scoped: &crm_store::Scoped<'_>, module: Module, visibl
 
 /// Every count plan gives the visible count; under a filter, each gives what a walk of the list's pages shows.
 async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visible: usize) -> Result<(), String> {
-    for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Auto] {
+    for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement, CountPlan::Auto] {
         let n = scoped.count_with_plan(module, &ListQuery::default(), plan).await;
         if n.as_ref().ok() != Some(&(visible as i64)) {
             return Err(format!("{plan:?} count says {n:?}, {visible} visible"));
@@ -957,7 +968,7 @@ async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visib
             }
             // The field is hidden from this user: every count plan must refuse the filter too.
             Err(StoreError::BadQuery(_)) => {
-                for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Auto] {
+                for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement, CountPlan::Auto] {
                     let q = ListQuery { filters: filters.clone(), ..ListQuery::default() };
                     if !matches!(scoped.count_with_plan(module, &q, plan).await, Err(StoreError::BadQuery(_))) {
                         return Err(format!("{plan:?} count accepts a filter the list refuses"));
@@ -968,7 +979,7 @@ async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visib
             Err(e) => return Err(format!("filtered list: {e}")),
         }
     }
-    for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Auto] {
+    for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement, CountPlan::Auto] {
         let q = ListQuery { filters: filters.clone(), ..ListQuery::default() };
         let n = scoped.count_with_plan(module, &q, plan).await;
         if n.as_ref().ok() != Some(&(listed as i64)) {
@@ -976,6 +987,69 @@ async fn check_count_plans(scoped: &crm_store::Scoped<'_>, module: Module, visib
         }
     }
     Ok(())
+}
+
+/// A view-all user kept away from government customers by a restriction rule counts exactly the customers the
+/// list shows (a customer of no type is not admitted by `<>`), with every count plan, whether another
+/// organization of the database holds more rows than the SQLite complement steps over (it then counts the
+/// organization's rows directly) or fewer (it subtracts them from the table's total).
+#[tokio::test]
+async fn complement_count_is_exact_beside_another_organization() {
+    for engine in engines() {
+        let env = Env::new(engine).await;
+        // Created first, so its id is below the counted organization's.
+        let crowd = Org::new(&env.store, "crowd", &PolicyConfig::default()).await;
+        let crowd_owner = crowd.user(&env.store, "crowd-owner", &[]).await;
+        env.raw
+            .exec(format!(
+                "INSERT INTO customers (org_id, owner_id, name, created_by, updated_by, created_at, updated_at) \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50001) \
+                 SELECT {}, {crowd_owner}, 'crowd', {crowd_owner}, {crowd_owner}, 0, 0 FROM n",
+                crowd.id
+            ))
+            .await;
+        let clerk_role = allow(role(1, "service"), Module::Customers, &[Action::View], Scope::All);
+        let config = PolicyConfig {
+            roles: vec![clerk_role],
+            restriction_rules: vec![RestrictionRule {
+                id: 1,
+                name: "no government customers".into(),
+                module: Module::Customers,
+                applies_to: Grantee::Role { id: 1 },
+                criteria: vec![Criterion { field: "customer_type".into(), op: CmpOp::Ne, value: "government".into() }],
+                exempt_administrators: false,
+            }],
+            ..PolicyConfig::default()
+        };
+        let org = Org::new(&env.store, "served", &config).await;
+        let clerk = org.user(&env.store, "clerk", &[1]).await;
+        let types = [Some("government"), Some("enterprise"), None, Some("smb"), Some("government"), Some("smb")];
+        let rows: Vec<(UserId, BTreeMap<&'static str, Value>)> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut fields = BTreeMap::from([("name", Value::Text(format!("customer {i}")))]);
+                if let Some(t) = t {
+                    fields.insert("customer_type", Value::Text((*t).into()));
+                }
+                (clerk, fields)
+            })
+            .collect();
+        env.store.unscoped_system_access().seed_records(org.id, Module::Customers, &rows).await.expect("customers");
+        let scoped = env.store.scoped(org.sign_in(&env.store, "clerk").await);
+        let visible = scoped.visible_ids(Module::Customers, Action::View).await.expect("visible ids");
+        assert_eq!(visible.len(), 3, "{engine}: enterprise and two smb customers are visible");
+        for crowded in [true, false] {
+            if !crowded {
+                env.raw.exec(format!("DELETE FROM customers WHERE org_id = {} AND id % 100 <> 0", crowd.id)).await;
+            }
+            for plan in [CountPlan::Single, CountPlan::Disjoint, CountPlan::Complement, CountPlan::Auto] {
+                let n = scoped.count_with_plan(Module::Customers, &ListQuery::default(), plan).await;
+                assert_eq!(n.ok(), Some(3), "{engine}: {plan:?} count (other organization crowded: {crowded})");
+            }
+        }
+        env.close().await;
+    }
 }
 
 fn target_pairs() -> u64 {
@@ -995,6 +1069,7 @@ fn run_differential(engine: &'static str) {
     });
     let pairs = Cell::new(0u64);
     let allowed = Cell::new(0u64);
+    let complements = Cell::new(0u64);
     let cases = Cell::new(0u64);
     let worlds = Cell::new(0u64);
     // One seed per run, printed, so a run can be replayed with PROPTEST_RNG_SEED; batch `n` uses `seed + n`.
@@ -1028,6 +1103,7 @@ fn run_differential(engine: &'static str) {
                 Ok(t) => {
                     pairs.set(pairs.get() + t.pairs);
                     allowed.set(allowed.get() + t.allowed);
+                    complements.set(complements.get() + t.complements);
                     cases.set(cases.get() + 1);
                     Ok(())
                 }
@@ -1054,6 +1130,8 @@ fn run_differential(engine: &'static str) {
         started.elapsed().as_secs_f64()
     );
     assert!(pairs.get() >= target);
+    eprintln!("differential [{engine}]: {} counts by the complement plan's own statement", complements.get());
+    assert!(complements.get() > 0, "{engine}: no world gave the complement count plan a predicate it applies to");
     rt.block_on(async {
         raw.close().await;
         store.close().await;
