@@ -886,27 +886,37 @@ async fn the_audit_view_filters_and_monitoring_counts_read_the_trail_through_ind
         ("view: action", format!("{view} AND action = 'record.delete' ORDER BY seq DESC LIMIT 51"), "audit_log_action"),
         (
             "view: a viewer limited to some users",
-            format!("{view} AND (actor_id IN (3, 4) OR subject_id IN (3, 4)) AND action = 'user.roles' ORDER BY seq DESC LIMIT 51"),
+            format!(
+                "{view} AND (actor_id IN (3, 4) OR subject_id IN (3, 4)) AND action = 'user.roles' ORDER BY seq DESC LIMIT 51"
+            ),
             "audit_log_",
         ),
         (
             "monitoring: failed sign-ins of an account",
-            format!("SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND subject_id = 7 AND action = 'session.sign_in' AND outcome = 'failure' AND at > {at} AND seq <= {seq}"),
+            format!(
+                "SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND subject_id = 7 AND action = 'session.sign_in' AND outcome = 'failure' AND at > {at} AND seq <= {seq}"
+            ),
             "audit_log_sign_in_subject",
         ),
         (
             "monitoring: failed sign-ins from an address",
-            format!("SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND ip = '203.0.113.7' AND action = 'session.sign_in' AND outcome = 'failure' AND at > {at} AND seq <= {seq}"),
+            format!(
+                "SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND ip = '203.0.113.7' AND action = 'session.sign_in' AND outcome = 'failure' AND at > {at} AND seq <= {seq}"
+            ),
             "audit_log_sign_in_ip",
         ),
         (
             "monitoring: a user's known networks",
-            format!("SELECT DISTINCT ip FROM audit_log WHERE org_id = 1 AND subject_id = 7 AND action = 'session.sign_in' AND outcome = 'success' AND seq < {seq} AND ip IS NOT NULL LIMIT 1000"),
+            format!(
+                "SELECT DISTINCT ip FROM audit_log WHERE org_id = 1 AND subject_id = 7 AND action = 'session.sign_in' AND outcome = 'success' AND seq < {seq} AND ip IS NOT NULL LIMIT 1000"
+            ),
             "audit_log_s",
         ),
         (
             "monitoring: the mass-delete guard",
-            format!("SELECT COUNT(*) FROM (SELECT 1 AS x FROM audit_log WHERE org_id = 1 AND actor_id = 7 AND action = 'record.delete' AND at > {at} LIMIT 10) counted"),
+            format!(
+                "SELECT COUNT(*) FROM (SELECT 1 AS x FROM audit_log WHERE org_id = 1 AND actor_id = 7 AND action = 'record.delete' AND at > {at} LIMIT 10) counted"
+            ),
             "audit_log_actor_watched",
         ),
     ];
