@@ -252,7 +252,7 @@ pub(crate) struct EntryRef<'a> {
 
 impl EntryRef<'_> {
     /// The entry with its text copied out of the row.
-    pub(crate) fn to_stored(&self) -> StoredEntry {
+    pub(crate) fn to_stored(self) -> StoredEntry {
         StoredEntry {
             org_id: self.org_id,
             seq: self.seq,
@@ -935,7 +935,7 @@ impl TrailReader {
                     .bind(limit)
                     .fetch_all(&mut *c)
                     .await?;
-                rows.iter().map(|r| decode_entry(r).map(|e| e.to_stored())).collect::<Result<_, _>>()?
+                rows.iter().map(|r| decode_entry(r).map(EntryRef::to_stored)).collect::<Result<_, _>>()?
             }
             TrailReader::Postgres(c) => {
                 let sql = const_format_sql("$1", "$2", "$3", "$4");
@@ -946,7 +946,7 @@ impl TrailReader {
                     .bind(limit)
                     .fetch_all(&mut *c)
                     .await?;
-                rows.iter().map(|r| decode_entry(r).map(|e| e.to_stored())).collect::<Result<_, _>>()?
+                rows.iter().map(|r| decode_entry(r).map(EntryRef::to_stored)).collect::<Result<_, _>>()?
             }
         })
     }
