@@ -251,6 +251,30 @@ pub(crate) struct EntryRef<'a> {
 }
 
 impl EntryRef<'_> {
+    /// The entry with its text copied out of the row.
+    pub(crate) fn to_stored(self) -> StoredEntry {
+        StoredEntry {
+            org_id: self.org_id,
+            seq: self.seq,
+            at: self.at,
+            actor_id: self.actor_id,
+            subject_id: self.subject_id,
+            session_id: self.session_id,
+            action: self.action.to_string(),
+            module: self.module.map(str::to_string),
+            record_id: self.record_id,
+            target: self.target.map(str::to_string),
+            outcome: self.outcome.to_string(),
+            detail: self.detail.to_string(),
+            request_id: self.request_id.map(str::to_string),
+            ip: self.ip.map(str::to_string),
+            user_agent: self.user_agent.map(str::to_string),
+            prev_hash: self.prev_hash.to_string(),
+            hash: self.hash.to_string(),
+            hash_format: self.hash_format,
+        }
+    }
+
     /// The canonical encoding (format 2) at sequence number `seq`: see [`StoredEntry::canonical`].
     fn canonical_as(&self, seq: i64, buf: &mut Vec<u8>) {
         buf.clear();
@@ -900,33 +924,6 @@ impl TrailReader {
         to: i64,
         limit: i64,
     ) -> Result<Vec<StoredEntry>, StoreError> {
-        fn decode<R: Row>(r: &R) -> Result<StoredEntry, sqlx::Error>
-        where
-            usize: sqlx::ColumnIndex<R>,
-            for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-            for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-        {
-            Ok(StoredEntry {
-                org_id: r.try_get(0)?,
-                seq: r.try_get(1)?,
-                at: r.try_get(2)?,
-                actor_id: r.try_get(3)?,
-                subject_id: r.try_get(4)?,
-                session_id: r.try_get(5)?,
-                action: r.try_get(6)?,
-                module: r.try_get(7)?,
-                record_id: r.try_get(8)?,
-                target: r.try_get(9)?,
-                outcome: r.try_get(10)?,
-                detail: r.try_get(11)?,
-                request_id: r.try_get(12)?,
-                ip: r.try_get(13)?,
-                user_agent: r.try_get(14)?,
-                prev_hash: r.try_get(15)?,
-                hash: r.try_get(16)?,
-                hash_format: r.try_get(17)?,
-            })
-        }
         // The text is fixed; the values are bound.
         Ok(match self {
             TrailReader::Sqlite(c) => {
@@ -938,7 +935,7 @@ impl TrailReader {
                     .bind(limit)
                     .fetch_all(&mut *c)
                     .await?;
-                rows.iter().map(decode).collect::<Result<_, _>>()?
+                rows.iter().map(|r| decode_entry(r).map(EntryRef::to_stored)).collect::<Result<_, _>>()?
             }
             TrailReader::Postgres(c) => {
                 let sql = const_format_sql("$1", "$2", "$3", "$4");
@@ -949,7 +946,7 @@ impl TrailReader {
                     .bind(limit)
                     .fetch_all(&mut *c)
                     .await?;
-                rows.iter().map(decode).collect::<Result<_, _>>()?
+                rows.iter().map(|r| decode_entry(r).map(EntryRef::to_stored)).collect::<Result<_, _>>()?
             }
         })
     }
@@ -964,39 +961,12 @@ impl TrailReader {
         mut each: impl FnMut(&EntryRef<'_>) -> bool,
     ) -> Result<(), StoreError> {
         use futures_util::TryStreamExt;
-        fn decode<'r, R: Row>(r: &'r R) -> Result<EntryRef<'r>, sqlx::Error>
-        where
-            usize: sqlx::ColumnIndex<R>,
-            for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-            &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        {
-            Ok(EntryRef {
-                org_id: r.try_get(0)?,
-                seq: r.try_get(1)?,
-                at: r.try_get(2)?,
-                actor_id: r.try_get(3)?,
-                subject_id: r.try_get(4)?,
-                session_id: r.try_get(5)?,
-                action: r.try_get(6)?,
-                module: r.try_get(7)?,
-                record_id: r.try_get(8)?,
-                target: r.try_get(9)?,
-                outcome: r.try_get(10)?,
-                detail: r.try_get(11)?,
-                request_id: r.try_get(12)?,
-                ip: r.try_get(13)?,
-                user_agent: r.try_get(14)?,
-                prev_hash: r.try_get(15)?,
-                hash: r.try_get(16)?,
-                hash_format: r.try_get(17)?,
-            })
-        }
         match self {
             TrailReader::Sqlite(c) => {
                 let sql = scan_sql("?", "?", "?");
                 let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(from).bind(to).fetch(&mut *c);
                 while let Some(row) = rows.try_next().await? {
-                    if !each(&decode(&row)?) {
+                    if !each(&decode_entry(&row)?) {
                         break;
                     }
                 }
@@ -1005,7 +975,7 @@ impl TrailReader {
                 let sql = scan_sql("$1", "$2", "$3");
                 let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org).bind(from).bind(to).fetch(&mut *c);
                 while let Some(row) = rows.try_next().await? {
-                    if !each(&decode(&row)?) {
+                    if !each(&decode_entry(&row)?) {
                         break;
                     }
                 }
@@ -1021,6 +991,35 @@ impl TrailReader {
             TrailReader::Postgres(c) => c.close().await,
         };
     }
+}
+
+/// One row of [`COLUMNS`] from a native connection, borrowed (the one decoder of [`TrailReader`]).
+fn decode_entry<'r, R: Row>(r: &'r R) -> Result<EntryRef<'r>, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(EntryRef {
+        org_id: r.try_get(0)?,
+        seq: r.try_get(1)?,
+        at: r.try_get(2)?,
+        actor_id: r.try_get(3)?,
+        subject_id: r.try_get(4)?,
+        session_id: r.try_get(5)?,
+        action: r.try_get(6)?,
+        module: r.try_get(7)?,
+        record_id: r.try_get(8)?,
+        target: r.try_get(9)?,
+        outcome: r.try_get(10)?,
+        detail: r.try_get(11)?,
+        request_id: r.try_get(12)?,
+        ip: r.try_get(13)?,
+        user_agent: r.try_get(14)?,
+        prev_hash: r.try_get(15)?,
+        hash: r.try_get(16)?,
+        hash_format: r.try_get(17)?,
+    })
 }
 
 fn scan_sql(a: &str, b: &str, c: &str) -> String {

@@ -20,6 +20,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "monitor", ddl: include_str!("migrations/0004_monitor.sql") },
     Migration { version: 6, name: "bulk_load", ddl: include_str!("migrations/0006_bulk_load.sql") },
     Migration { version: 7, name: "monitor_exports", ddl: include_str!("migrations/0007_monitor_exports.sql") },
+    Migration { version: 8, name: "audit_indexes", ddl: include_str!("migrations/0008_audit_indexes.sql") },
     Migration { version: 9, name: "count_indexes", ddl: include_str!("migrations/0009_count_indexes.sql") },
     Migration {
         version: 10,

@@ -461,11 +461,15 @@ impl Store {
         e: &StoredEntry,
         window_ms: i64,
     ) -> Result<i64, StoreError> {
+        // The action and outcome are the rule's constants, written as literals: the partial indexes of migration 8
+        // (`audit_log_sign_in_*`, `audit_log_actor_watched`) hold only the watched actions, and a planner can use
+        // one only when the query's text names its action (PostgreSQL's generic plans never see a bound value).
+        debug_assert!(!action.contains('\'') && !outcome.is_some_and(|o| o.contains('\'')));
         let mut q = self.db.sql();
         q.push("SELECT COUNT(*) AS n FROM audit_log WHERE org_id = ").bind(org);
-        q.push(" AND ").push(column).push(" = ").bind(value).push(" AND action = ").bind(action);
+        q.push(" AND ").push(column).push(" = ").bind(value).push(" AND action = '").push(action).push("'");
         if let Some(o) = outcome {
-            q.push(" AND outcome = ").bind(o);
+            q.push(" AND outcome = '").push(o).push("'");
         }
         q.push(" AND at > ").bind(e.at - window_ms).push(" AND seq <= ").bind(e.seq);
         Ok(q.fetch_one(&self.db.pool).await?.try_get("n")?)

@@ -864,3 +864,85 @@ async fn tampering_at_range_boundaries_is_named_like_the_sequential_check() {
         env.close().await;
     }
 }
+
+/// Every query over the trail that selects a few entries out of many reads them through an index, so neither the
+/// audit view nor a monitoring count slows down as the trail grows (migration 8 left `audit_log` with fewer, partly
+/// partial, indexes). The SQL below has the shapes the store sends (`audit_query.rs`, `monitor_detect.rs`,
+/// `monitor.rs`); SQLite's plan names the index it reads. PostgreSQL is left out: on a small table its planner
+/// rightly prefers a sequential scan, so its plans say nothing about a large trail.
+#[tokio::test]
+async fn the_audit_view_filters_and_monitoring_counts_read_the_trail_through_indexes() {
+    let env = Env::new("sqlite").await;
+    let view = "SELECT seq FROM audit_log WHERE org_id = 1 AND (module IS NULL OR module IN ('customers', 'audit'))";
+    let (at, seq) = (1_700_000_000_000i64, 500i64);
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("view: newest first", format!("{view} ORDER BY seq DESC LIMIT 51"), "sqlite_autoindex_audit_log_1"),
+        ("view: actor", format!("{view} AND actor_id = 7 ORDER BY seq DESC LIMIT 51"), "audit_log_actor"),
+        (
+            "view: module and record",
+            format!("{view} AND module = 'customers' AND record_id = 42 ORDER BY seq DESC LIMIT 51"),
+            "audit_log_record",
+        ),
+        ("view: action", format!("{view} AND action = 'record.delete' ORDER BY seq DESC LIMIT 51"), "audit_log_action"),
+        (
+            "view: a viewer limited to some users",
+            format!(
+                "{view} AND (actor_id IN (3, 4) OR subject_id IN (3, 4)) AND action = 'user.roles' ORDER BY seq DESC LIMIT 51"
+            ),
+            "audit_log_",
+        ),
+        (
+            "monitoring: failed sign-ins of an account",
+            format!(
+                "SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND subject_id = 7 AND action = 'session.sign_in' AND outcome = 'failure' AND at > {at} AND seq <= {seq}"
+            ),
+            "audit_log_sign_in_subject",
+        ),
+        (
+            "monitoring: failed sign-ins from an address",
+            format!(
+                "SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND ip = '203.0.113.7' AND action = 'session.sign_in' AND outcome = 'failure' AND at > {at} AND seq <= {seq}"
+            ),
+            "audit_log_sign_in_ip",
+        ),
+        (
+            "monitoring: a user's known networks",
+            format!(
+                "SELECT DISTINCT ip FROM audit_log WHERE org_id = 1 AND subject_id = 7 AND action = 'session.sign_in' AND outcome = 'success' AND seq < {seq} AND ip IS NOT NULL LIMIT 1000"
+            ),
+            "audit_log_s",
+        ),
+        (
+            "monitoring: the mass-delete guard",
+            format!(
+                "SELECT COUNT(*) FROM (SELECT 1 AS x FROM audit_log WHERE org_id = 1 AND actor_id = 7 AND action = 'record.delete' AND at > {at} LIMIT 10) counted"
+            ),
+            "audit_log_actor_watched",
+        ),
+    ];
+    let mut windowed: Vec<(String, String, &str)> = Vec::new();
+    for action in ["record.export", "record.delete", "record.transfer", "record.reveal"] {
+        windowed.push((
+            format!("monitoring: {action} per user"),
+            format!("SELECT COUNT(*) AS n FROM audit_log WHERE org_id = 1 AND actor_id = 7 AND action = '{action}' AND at > {at} AND seq <= {seq}"),
+            "audit_log_actor_watched",
+        ));
+    }
+    let all = cases.into_iter().map(|(n, q, i)| (n.to_string(), q, i)).chain(windowed);
+    for (name, sql, index) in all {
+        let plan: Vec<String> = env
+            .raw
+            .rows(format!("EXPLAIN QUERY PLAN {sql}"))
+            .await
+            .iter()
+            .map(|r| r.try_get::<String, _>(3).expect("plan detail"))
+            .collect();
+        let plan = plan.join(" | ");
+        assert!(!plan.contains("SCAN audit_log"), "{name}: reads the whole trail: {plan}");
+        assert!(
+            plan.contains(&format!("USING INDEX {index}")) || plan.contains(&format!("USING COVERING INDEX {index}")),
+            "{name}: expected an index starting with {index}: {plan}"
+        );
+    }
+    env.close().await;
+}
