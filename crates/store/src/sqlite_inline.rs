@@ -4,9 +4,9 @@
 //! its rows a message back, and returning the connection to the pool sends one more (a ping). On this 2-core
 //! machine each round costs 50–80 µs of CPU in thread wake-ups (BENCHMARKS.md §4: the HTTP stack alone costs about
 //! 24 µs a request, `/healthz` with one pooled `SELECT 1` about 70–110 µs), while the read itself — a few index
-//! lookups in cached pages — takes a few microseconds. The two reads every record request makes (its session and
-//! the record's facts) therefore run here instead: a small pool of read-only connections, each statement prepared
-//! once per connection, stepped on the caller's thread.
+//! lookups in cached pages — takes a few microseconds. The reads every record request makes (its session, the
+//! record's facts, a list page's rows) therefore run here instead: a small pool of read-only connections, each
+//! statement prepared once per connection, stepped on the caller's thread.
 //!
 //! What keeps this correct:
 //! - every statement runs in its own implicit read transaction, started by its first step and ended by
@@ -17,8 +17,9 @@
 //! - a connection is used by one thread at a time (it is taken out of the pool for the read), which is what
 //!   SQLite's multi-thread mode (`SQLITE_OPEN_NOMUTEX`) requires.
 //!
-//! Only reads of a handful of rows belong here: the caller's async worker thread is blocked while it steps. Writes,
-//! transactions and scans keep using the pool. Besides the audit verifier's reader (`audit::raw_sqlite`), this is the
+//! Only reads bounded by a page belong here (a single row, or a list page whose `LIMIT` and probe bound what SQLite
+//! visits — a few milliseconds at most at scale L): the caller's async worker thread is blocked while it steps.
+//! Writes, transactions, counts and scans keep using the pool. Besides the audit verifier's reader (`audit::raw_sqlite`), this is the
 //! store's only `unsafe` code.
 
 use crate::StoreError;
