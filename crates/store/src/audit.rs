@@ -1035,27 +1035,19 @@ fn const_format_sql(a: &str, b: &str, c: &str, d: &str) -> String {
 /// A read-only SQLite connection through the C API, for the verifier's range scans. The driver copies every value
 /// of every row into its own allocation before handing the row over (about 5 µs per entry, most of verification's
 /// time); here each column is read in place, valid until the next step, and borrowed by the [`EntryRef`] given to
-/// the callback. The only `unsafe` code of the store; every call is checked and the handles are released on drop.
+/// the callback. With `sqlite_inline` (which opens the connection, `ReadOnlyConnection`), the store's only `unsafe`
+/// code; every call is checked and the handles are released on drop.
 pub(crate) mod raw_sqlite {
     use super::EntryRef;
     use crate::StoreError;
+    use crate::sqlite_inline::ReadOnlyConnection;
     use crm_domain::OrgId;
     use libsqlite3_sys as ffi;
-    use std::ffi::{CStr, CString, c_int};
+    use std::ffi::{CStr, c_int};
     use std::ptr;
 
     pub(crate) struct Reader {
-        db: *mut ffi::sqlite3,
-    }
-
-    impl Drop for Reader {
-        fn drop(&mut self) {
-            // SAFETY: `db` came from `sqlite3_open_v2` (a null pointer is a no-op) and its statements are finalized
-            // (they borrow the reader, so none outlives it).
-            unsafe {
-                ffi::sqlite3_close(self.db);
-            }
-        }
+        connection: ReadOnlyConnection,
     }
 
     struct Stmt<'r> {
@@ -1075,52 +1067,24 @@ pub(crate) mod raw_sqlite {
     impl Reader {
         /// Opens the database file read-only.
         pub(crate) fn open(url: &crate::DatabaseUrl) -> Result<Reader, StoreError> {
-            use std::str::FromStr;
-            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())?;
-            let path = opts.get_filename().to_str().and_then(|p| CString::new(p).ok()).ok_or_else(|| {
-                StoreError::Config(format!("the SQLite path {} is not valid UTF-8", opts.get_filename().display()))
-            })?;
-            let mut db = ptr::null_mut();
-            // SAFETY: `path` is a valid C string; `db` receives a handle (closed by `Reader`'s drop, even on error).
-            let rc = unsafe {
-                ffi::sqlite3_open_v2(
-                    path.as_ptr(),
-                    &mut db,
-                    ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_NOMUTEX,
-                    ptr::null(),
-                )
-            };
-            let reader = Reader { db };
-            reader.check(rc)?;
-            // SAFETY: an open connection.
-            reader.check(unsafe { ffi::sqlite3_busy_timeout(db, 10_000) })?;
+            let path = ReadOnlyConnection::file_path(url)?
+                .ok_or_else(|| StoreError::Config(format!("reading the audit trail: {url} is not a SQLite file")))?;
+            let connection = ReadOnlyConnection::open(&path)?;
             // Pages read in place from the mapped file instead of copied by a system call each.
-            reader.exec(c"PRAGMA mmap_size = 1073741824")?;
-            Ok(reader)
+            connection.exec(c"PRAGMA mmap_size = 1073741824")?;
+            Ok(Reader { connection })
         }
 
         fn check(&self, rc: c_int) -> Result<(), StoreError> {
-            if rc == ffi::SQLITE_OK {
-                return Ok(());
-            }
-            // SAFETY: `sqlite3_errmsg` accepts the handle (or null) and returns a string owned by SQLite.
-            let msg = unsafe {
-                let m = ffi::sqlite3_errmsg(self.db);
-                if m.is_null() { String::new() } else { CStr::from_ptr(m).to_string_lossy().into_owned() }
-            };
-            Err(StoreError::Config(format!("reading the audit trail: SQLite error {rc}: {msg}")))
-        }
-
-        fn exec(&self, sql: &CStr) -> Result<(), StoreError> {
-            // SAFETY: an open connection and a valid C string; no callback.
-            let rc = unsafe { ffi::sqlite3_exec(self.db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
-            self.check(rc)
+            self.connection.check(rc)
         }
 
         fn prepare(&self, sql: &CStr) -> Result<Stmt<'_>, StoreError> {
             let mut stmt = ptr::null_mut();
             // SAFETY: an open connection and a valid C string, read up to its terminator.
-            let rc = unsafe { ffi::sqlite3_prepare_v2(self.db, sql.as_ptr(), -1, &mut stmt, ptr::null_mut()) };
+            let rc = unsafe {
+                ffi::sqlite3_prepare_v2(self.connection.handle(), sql.as_ptr(), -1, &mut stmt, ptr::null_mut())
+            };
             let stmt = Stmt { stmt, _reader: std::marker::PhantomData };
             self.check(rc)?;
             if stmt.stmt.is_null() {

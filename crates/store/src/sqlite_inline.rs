@@ -82,17 +82,7 @@ impl InlineReads {
     /// Inline reads of the database at `url`, when it is a file (the pool has just opened, and so created, it).
     /// An in-memory database has no name another connection could open: its reads stay with the pool.
     pub(crate) fn for_file(url: &crate::DatabaseUrl) -> Result<Option<InlineReads>, StoreError> {
-        use std::str::FromStr;
-        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())?;
-        let file = opts.get_filename();
-        if !file.is_file() {
-            return Ok(None);
-        }
-        let path = file
-            .to_str()
-            .and_then(|p| CString::new(p).ok())
-            .ok_or_else(|| StoreError::Config(format!("the SQLite path {} is not valid UTF-8", file.display())))?;
-        Ok(Some(InlineReads { path, idle: Mutex::new(Vec::new()) }))
+        Ok(ReadOnlyConnection::file_path(url)?.map(|path| InlineReads { path, idle: Mutex::new(Vec::new()) }))
     }
 
     /// Runs `sql` with `args` and returns its first row, if any.
@@ -130,11 +120,89 @@ fn poisoned() -> StoreError {
     db_error("the inline read pool's lock is poisoned")
 }
 
+/// A read-only connection to a SQLite file through the C API: this module's reads and the audit verifier's range
+/// scans (`audit::raw_sqlite`) both open theirs here.
+pub(crate) struct ReadOnlyConnection {
+    db: *mut ffi::sqlite3,
+}
+
+impl Drop for ReadOnlyConnection {
+    fn drop(&mut self) {
+        // SAFETY: `db` came from `sqlite3_open_v2` (null is a no-op); its owners finalize their statements first.
+        unsafe {
+            ffi::sqlite3_close(self.db);
+        }
+    }
+}
+
+impl ReadOnlyConnection {
+    /// The file a SQLite URL names, if it exists (an in-memory database has no name another connection could
+    /// open).
+    pub(crate) fn file_path(url: &crate::DatabaseUrl) -> Result<Option<CString>, StoreError> {
+        use std::str::FromStr;
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())?;
+        let file = opts.get_filename();
+        if !file.is_file() {
+            return Ok(None);
+        }
+        let path = file
+            .to_str()
+            .and_then(|p| CString::new(p).ok())
+            .ok_or_else(|| StoreError::Config(format!("the SQLite path {} is not valid UTF-8", file.display())))?;
+        Ok(Some(path))
+    }
+
+    /// Opens `path` read-only in multi-thread mode (one thread at a time per connection), waiting up to 10 s on
+    /// a lock.
+    pub(crate) fn open(path: &CStr) -> Result<ReadOnlyConnection, StoreError> {
+        let mut db = ptr::null_mut();
+        // SAFETY: `path` is a valid C string; `db` receives a handle, closed by the drop even on error.
+        let rc = unsafe {
+            ffi::sqlite3_open_v2(
+                path.as_ptr(),
+                &mut db,
+                ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_NOMUTEX,
+                ptr::null(),
+            )
+        };
+        let conn = ReadOnlyConnection { db };
+        conn.check(rc)?;
+        // SAFETY: an open connection.
+        conn.check(unsafe { ffi::sqlite3_busy_timeout(db, 10_000) })?;
+        Ok(conn)
+    }
+
+    /// The handle, for statements prepared on it (finalized before `self` is dropped).
+    pub(crate) fn handle(&self) -> *mut ffi::sqlite3 {
+        self.db
+    }
+
+    /// `Ok` for `SQLITE_OK`, else the connection's error message.
+    pub(crate) fn check(&self, rc: c_int) -> Result<(), StoreError> {
+        if rc == ffi::SQLITE_OK {
+            return Ok(());
+        }
+        // SAFETY: `sqlite3_errmsg` accepts the handle (or null) and returns a string owned by SQLite.
+        let msg = unsafe {
+            let m = ffi::sqlite3_errmsg(self.db);
+            if m.is_null() { String::new() } else { CStr::from_ptr(m).to_string_lossy().into_owned() }
+        };
+        Err(db_error(format!("SQLite error {rc}: {msg}")))
+    }
+
+    /// Runs a statement without results (a pragma).
+    pub(crate) fn exec(&self, sql: &CStr) -> Result<(), StoreError> {
+        // SAFETY: an open connection and a valid C string; no callback.
+        let rc = unsafe { ffi::sqlite3_exec(self.db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) };
+        self.check(rc)
+    }
+}
+
 /// One read-only connection and its prepared statements (keyed by SQL text; the store builds a handful of
 /// distinct texts, from the static schema only).
 struct Conn {
-    db: *mut ffi::sqlite3,
     statements: HashMap<String, Prepared>,
+    connection: ReadOnlyConnection,
 }
 
 struct Prepared {
@@ -149,51 +217,26 @@ unsafe impl Send for Conn {}
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // SAFETY: every statement was prepared on `db` and is finalized once; `db` came from `sqlite3_open_v2`
-        // (null is a no-op) and is closed after its statements.
+        // SAFETY: every statement was prepared on the connection and is finalized once, before the connection field
+        // is dropped (and closed).
         unsafe {
             for p in self.statements.values() {
                 ffi::sqlite3_finalize(p.stmt);
             }
-            ffi::sqlite3_close(self.db);
         }
     }
 }
 
 impl Conn {
     fn open(path: &CStr) -> Result<Conn, StoreError> {
-        let mut db = ptr::null_mut();
-        // SAFETY: `path` is a valid C string; `db` receives a handle, closed by `Conn`'s drop even on error.
-        let rc = unsafe {
-            ffi::sqlite3_open_v2(
-                path.as_ptr(),
-                &mut db,
-                ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_NOMUTEX,
-                ptr::null(),
-            )
-        };
-        let conn = Conn { db, statements: HashMap::new() };
-        conn.check(rc)?;
-        // SAFETY: an open connection.
-        conn.check(unsafe { ffi::sqlite3_busy_timeout(db, 10_000) })?;
+        let connection = ReadOnlyConnection::open(path)?;
         // The pool's page cache size (db.rs): the hot index pages of a million-row table stay in memory.
-        // SAFETY: an open connection and a valid C string; no callback.
-        conn.check(unsafe {
-            ffi::sqlite3_exec(db, c"PRAGMA cache_size=-8192".as_ptr(), None, ptr::null_mut(), ptr::null_mut())
-        })?;
-        Ok(conn)
+        connection.exec(c"PRAGMA cache_size=-8192")?;
+        Ok(Conn { statements: HashMap::new(), connection })
     }
 
     fn check(&self, rc: c_int) -> Result<(), StoreError> {
-        if rc == ffi::SQLITE_OK {
-            return Ok(());
-        }
-        // SAFETY: `sqlite3_errmsg` accepts the handle (or null) and returns a string owned by SQLite.
-        let msg = unsafe {
-            let m = ffi::sqlite3_errmsg(self.db);
-            if m.is_null() { String::new() } else { CStr::from_ptr(m).to_string_lossy().into_owned() }
-        };
-        Err(db_error(format!("SQLite error {rc} in an inline read: {msg}")))
+        self.connection.check(rc)
     }
 
     fn prepared(&mut self, sql: &str) -> Result<(*mut ffi::sqlite3_stmt, Arc<[String]>), StoreError> {
@@ -206,7 +249,7 @@ impl Conn {
         // finalized by `Conn`'s drop (it is stored below) or right away on failure.
         let rc = unsafe {
             ffi::sqlite3_prepare_v3(
-                self.db,
+                self.connection.handle(),
                 text.as_ptr(),
                 -1,
                 ffi::SQLITE_PREPARE_PERSISTENT,
