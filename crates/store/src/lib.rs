@@ -136,7 +136,7 @@ impl Store {
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
         let db = Db::connect(url).await?;
         migrate::run(&db).await?;
-        let audit = Arc::new(audit::AuditWriter::start(db.clone()));
+        let audit = Arc::new(audit::AuditWriter::start(db.clone())?);
         Ok(Store {
             db,
             cache: Arc::new(Mutex::new(Cache::default())),

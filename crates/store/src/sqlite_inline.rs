@@ -19,7 +19,8 @@
 //!
 //! Only reads bounded by a page belong here (a single row, or a list page whose `LIMIT` and probe bound what SQLite
 //! visits — a few milliseconds at most at scale L): the caller's async worker thread is blocked while it steps.
-//! Writes, transactions, counts and scans keep using the pool. Besides the audit verifier's reader (`audit::raw_sqlite`), this is the
+//! Writes, transactions, counts and scans keep using the pool — except the audit group committer's batches
+//! ([`WriteConnection`]), which are stepped on the committer's own thread, never on an async worker. Besides the audit verifier's reader (`audit::raw_sqlite`), this is the
 //! store's only `unsafe` code.
 
 use crate::StoreError;
@@ -72,6 +73,22 @@ impl InlineRow {
     }
 }
 
+/// A value bound to a statement's parameter, borrowed (the audit committer binds thousands of strings a batch).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bind<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+}
+
+impl<'a> From<&'a Arg> for Bind<'a> {
+    fn from(arg: &'a Arg) -> Bind<'a> {
+        match arg {
+            Arg::Int(v) => Bind::Int(*v),
+            Arg::Text(t) => Bind::Text(t.as_deref()),
+        }
+    }
+}
+
 /// The pool of read-only connections to one SQLite file.
 pub(crate) struct InlineReads {
     path: CString,
@@ -82,7 +99,7 @@ impl InlineReads {
     /// Inline reads of the database at `url`, when it is a file (the pool has just opened, and so created, it).
     /// An in-memory database has no name another connection could open: its reads stay with the pool.
     pub(crate) fn for_file(url: &crate::DatabaseUrl) -> Result<Option<InlineReads>, StoreError> {
-        Ok(ReadOnlyConnection::file_path(url)?.map(|path| InlineReads { path, idle: Mutex::new(Vec::new()) }))
+        Ok(RawConnection::file_path(url)?.map(|path| InlineReads { path, idle: Mutex::new(Vec::new()) }))
     }
 
     /// Runs `sql` with `args` and returns its first row, if any.
@@ -101,13 +118,50 @@ impl InlineReads {
             Some(c) => c,
             None => Conn::open(&self.path)?,
         };
-        let rows = conn.rows(sql, args, max);
+        let binds: Vec<Bind<'_>> = args.iter().map(Bind::from).collect();
+        let rows = conn.rows(sql, &binds, max);
         // A connection whose statement failed is still sound (the statement was reset); keep it either way.
         let mut idle = self.idle.lock().map_err(|_| poisoned())?;
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
         rows
+    }
+}
+
+/// The audit group committer's read-write connection to a SQLite file (`audit::AuditWriter`): its batches are
+/// written on the committer's own thread through the C API, a few statements and one fsync each, instead of a
+/// message round trip to a driver thread per statement. Configured as the pool's connections are (`db.rs`): WAL,
+/// `synchronous=FULL` (an acknowledged entry survives a crash or power loss), foreign keys, a 10 s busy wait;
+/// statement journals in memory and pages read through the mapped file.
+pub(crate) struct WriteConnection {
+    conn: Conn,
+}
+
+impl WriteConnection {
+    pub(crate) fn open(path: &CStr) -> Result<WriteConnection, StoreError> {
+        let connection = RawConnection::open_read_write(path)?;
+        for pragma in [
+            c"PRAGMA journal_mode=WAL",
+            c"PRAGMA synchronous=FULL",
+            c"PRAGMA foreign_keys=ON",
+            c"PRAGMA temp_store=MEMORY",
+            c"PRAGMA mmap_size=1073741824",
+            c"PRAGMA cache_size=-8192",
+        ] {
+            connection.exec(pragma)?;
+        }
+        Ok(WriteConnection { conn: Conn { statements: HashMap::new(), connection } })
+    }
+
+    /// Runs a statement without parameters or results (`BEGIN IMMEDIATE`, `COMMIT`, `ROLLBACK`).
+    pub(crate) fn exec(&self, sql: &CStr) -> Result<(), StoreError> {
+        self.conn.connection.exec(sql)
+    }
+
+    /// Runs `sql` (prepared once and kept) with `args` and returns up to `max` of its rows.
+    pub(crate) fn rows(&mut self, sql: &str, args: &[Bind<'_>], max: usize) -> Result<Vec<InlineRow>, StoreError> {
+        self.conn.rows(sql, args, max)
     }
 }
 
@@ -120,13 +174,14 @@ fn poisoned() -> StoreError {
     db_error("the inline read pool's lock is poisoned")
 }
 
-/// A read-only connection to a SQLite file through the C API: this module's reads and the audit verifier's range
-/// scans (`audit::raw_sqlite`) both open theirs here.
-pub(crate) struct ReadOnlyConnection {
+/// A connection to a SQLite file through the C API: this module's reads and the audit verifier's range scans
+/// (`audit::raw_sqlite`) open theirs read-only here, the audit group committer ([`WriteConnection`]) its one
+/// read-write connection.
+pub(crate) struct RawConnection {
     db: *mut ffi::sqlite3,
 }
 
-impl Drop for ReadOnlyConnection {
+impl Drop for RawConnection {
     fn drop(&mut self) {
         // SAFETY: `db` came from `sqlite3_open_v2` (null is a no-op); its owners finalize their statements first.
         unsafe {
@@ -135,7 +190,7 @@ impl Drop for ReadOnlyConnection {
     }
 }
 
-impl ReadOnlyConnection {
+impl RawConnection {
     /// The file a SQLite URL names, if it exists (an in-memory database has no name another connection could
     /// open).
     pub(crate) fn file_path(url: &crate::DatabaseUrl) -> Result<Option<CString>, StoreError> {
@@ -154,18 +209,21 @@ impl ReadOnlyConnection {
 
     /// Opens `path` read-only in multi-thread mode (one thread at a time per connection), waiting up to 10 s on
     /// a lock.
-    pub(crate) fn open(path: &CStr) -> Result<ReadOnlyConnection, StoreError> {
+    pub(crate) fn open_read_only(path: &CStr) -> Result<RawConnection, StoreError> {
+        Self::open(path, ffi::SQLITE_OPEN_READONLY)
+    }
+
+    /// Opens the existing file `path` for reading and writing (the audit group committer's connection), in
+    /// multi-thread mode, waiting up to 10 s on a lock.
+    pub(crate) fn open_read_write(path: &CStr) -> Result<RawConnection, StoreError> {
+        Self::open(path, ffi::SQLITE_OPEN_READWRITE)
+    }
+
+    fn open(path: &CStr, mode: c_int) -> Result<RawConnection, StoreError> {
         let mut db = ptr::null_mut();
         // SAFETY: `path` is a valid C string; `db` receives a handle, closed by the drop even on error.
-        let rc = unsafe {
-            ffi::sqlite3_open_v2(
-                path.as_ptr(),
-                &mut db,
-                ffi::SQLITE_OPEN_READONLY | ffi::SQLITE_OPEN_NOMUTEX,
-                ptr::null(),
-            )
-        };
-        let conn = ReadOnlyConnection { db };
+        let rc = unsafe { ffi::sqlite3_open_v2(path.as_ptr(), &mut db, mode | ffi::SQLITE_OPEN_NOMUTEX, ptr::null()) };
+        let conn = RawConnection { db };
         conn.check(rc)?;
         // SAFETY: an open connection.
         conn.check(unsafe { ffi::sqlite3_busy_timeout(db, 10_000) })?;
@@ -202,7 +260,7 @@ impl ReadOnlyConnection {
 /// distinct texts, from the static schema only).
 struct Conn {
     statements: HashMap<String, Prepared>,
-    connection: ReadOnlyConnection,
+    connection: RawConnection,
 }
 
 struct Prepared {
@@ -229,7 +287,7 @@ impl Drop for Conn {
 
 impl Conn {
     fn open(path: &CStr) -> Result<Conn, StoreError> {
-        let connection = ReadOnlyConnection::open(path)?;
+        let connection = RawConnection::open_read_only(path)?;
         // The pool's page cache size (db.rs): the hot index pages of a million-row table stay in memory.
         connection.exec(c"PRAGMA cache_size=-8192")?;
         Ok(Conn { statements: HashMap::new(), connection })
@@ -276,7 +334,7 @@ impl Conn {
         Ok((stmt, names))
     }
 
-    fn rows(&mut self, sql: &str, args: &[Arg], max: usize) -> Result<Vec<InlineRow>, StoreError> {
+    fn rows(&mut self, sql: &str, args: &[Bind<'_>], max: usize) -> Result<Vec<InlineRow>, StoreError> {
         let (stmt, names) = self.prepared(sql)?;
         // Resets the statement (ending its read transaction) and clears its bindings however this function ends.
         let _reset = ResetOnDrop(stmt);
@@ -284,9 +342,9 @@ impl Conn {
             let index = c_int::try_from(i + 1).map_err(|_| db_error("too many parameters"))?;
             // SAFETY: a prepared statement; SQLITE_TRANSIENT makes SQLite copy the text before the call returns.
             let rc = unsafe {
-                match arg {
-                    Arg::Int(Some(v)) => ffi::sqlite3_bind_int64(stmt, index, *v),
-                    Arg::Text(Some(t)) => ffi::sqlite3_bind_text64(
+                match *arg {
+                    Bind::Int(Some(v)) => ffi::sqlite3_bind_int64(stmt, index, v),
+                    Bind::Text(Some(t)) => ffi::sqlite3_bind_text64(
                         stmt,
                         index,
                         t.as_ptr().cast(),
@@ -294,7 +352,7 @@ impl Conn {
                         ffi::SQLITE_TRANSIENT(),
                         ffi::SQLITE_UTF8 as u8,
                     ),
-                    Arg::Int(None) | Arg::Text(None) => ffi::sqlite3_bind_null(stmt, index),
+                    Bind::Int(None) | Bind::Text(None) => ffi::sqlite3_bind_null(stmt, index),
                 }
             };
             self.check(rc)?;
