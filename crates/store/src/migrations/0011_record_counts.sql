@@ -18,7 +18,9 @@
 --   another connection than the insert); only the sum means anything.
 -- - SQLite: row-level triggers (SQLite has no statement-level ones) on the one slot 0: there is one writer.
 -- No statement of the store changes a record's `org_id` (updates set fields, owner and timestamps), but a record
--- moved between organizations by hand is counted too (the `_count_move` triggers, fired only when it changes).
+-- moved between organizations by hand is counted too (the `_count_move` triggers, fired only when it changes), and
+-- on PostgreSQL a TRUNCATE (which fires no delete trigger) empties the table's counts; SQLite has no TRUNCATE (its
+-- DELETE without WHERE still fires the row triggers when a table has any).
 -- The counts are filled from the existing rows after the triggers exist: on PostgreSQL creating a trigger locks
 -- the table against writes until this migration commits, so no record is counted twice or missed.
 CREATE TABLE record_counts (
@@ -56,42 +58,54 @@ BEGIN
     RETURN NULL;
 END
 $$;
+CREATE FUNCTION record_counts_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM record_counts WHERE table_name = TG_TABLE_NAME::text;
+    RETURN NULL;
+END
+$$;
 CREATE TRIGGER customers_count_insert AFTER INSERT ON customers REFERENCING NEW TABLE AS inserted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_inserted();
 CREATE TRIGGER customers_count_delete AFTER DELETE ON customers REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_deleted();
 CREATE TRIGGER customers_count_move AFTER UPDATE OF org_id ON customers
     FOR EACH ROW WHEN (OLD.org_id <> NEW.org_id) EXECUTE FUNCTION record_counts_moved();
+CREATE TRIGGER customers_count_truncate AFTER TRUNCATE ON customers FOR EACH STATEMENT EXECUTE FUNCTION record_counts_truncated();
 CREATE TRIGGER contacts_count_insert AFTER INSERT ON contacts REFERENCING NEW TABLE AS inserted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_inserted();
 CREATE TRIGGER contacts_count_delete AFTER DELETE ON contacts REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_deleted();
 CREATE TRIGGER contacts_count_move AFTER UPDATE OF org_id ON contacts
     FOR EACH ROW WHEN (OLD.org_id <> NEW.org_id) EXECUTE FUNCTION record_counts_moved();
+CREATE TRIGGER contacts_count_truncate AFTER TRUNCATE ON contacts FOR EACH STATEMENT EXECUTE FUNCTION record_counts_truncated();
 CREATE TRIGGER leads_count_insert AFTER INSERT ON leads REFERENCING NEW TABLE AS inserted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_inserted();
 CREATE TRIGGER leads_count_delete AFTER DELETE ON leads REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_deleted();
 CREATE TRIGGER leads_count_move AFTER UPDATE OF org_id ON leads
     FOR EACH ROW WHEN (OLD.org_id <> NEW.org_id) EXECUTE FUNCTION record_counts_moved();
+CREATE TRIGGER leads_count_truncate AFTER TRUNCATE ON leads FOR EACH STATEMENT EXECUTE FUNCTION record_counts_truncated();
 CREATE TRIGGER opportunities_count_insert AFTER INSERT ON opportunities REFERENCING NEW TABLE AS inserted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_inserted();
 CREATE TRIGGER opportunities_count_delete AFTER DELETE ON opportunities REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_deleted();
 CREATE TRIGGER opportunities_count_move AFTER UPDATE OF org_id ON opportunities
     FOR EACH ROW WHEN (OLD.org_id <> NEW.org_id) EXECUTE FUNCTION record_counts_moved();
+CREATE TRIGGER opportunities_count_truncate AFTER TRUNCATE ON opportunities FOR EACH STATEMENT EXECUTE FUNCTION record_counts_truncated();
 CREATE TRIGGER tickets_count_insert AFTER INSERT ON tickets REFERENCING NEW TABLE AS inserted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_inserted();
 CREATE TRIGGER tickets_count_delete AFTER DELETE ON tickets REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_deleted();
 CREATE TRIGGER tickets_count_move AFTER UPDATE OF org_id ON tickets
     FOR EACH ROW WHEN (OLD.org_id <> NEW.org_id) EXECUTE FUNCTION record_counts_moved();
+CREATE TRIGGER tickets_count_truncate AFTER TRUNCATE ON tickets FOR EACH STATEMENT EXECUTE FUNCTION record_counts_truncated();
 CREATE TRIGGER activities_count_insert AFTER INSERT ON activities REFERENCING NEW TABLE AS inserted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_inserted();
 CREATE TRIGGER activities_count_delete AFTER DELETE ON activities REFERENCING OLD TABLE AS deleted_rows
     FOR EACH STATEMENT EXECUTE FUNCTION record_counts_deleted();
 CREATE TRIGGER activities_count_move AFTER UPDATE OF org_id ON activities
     FOR EACH ROW WHEN (OLD.org_id <> NEW.org_id) EXECUTE FUNCTION record_counts_moved();
+CREATE TRIGGER activities_count_truncate AFTER TRUNCATE ON activities FOR EACH STATEMENT EXECUTE FUNCTION record_counts_truncated();
 -- [sqlite]
 CREATE TRIGGER customers_count_insert AFTER INSERT ON customers BEGIN
     INSERT INTO record_counts (org_id, table_name, slot, n) VALUES (NEW.org_id, 'customers', 0, 1)
