@@ -6,16 +6,18 @@
 --
 -- An organization's count of a table is the SUM of its rows' `n` over `slot`. It is kept exact by triggers on
 -- every record table, not by application code, so every write path (API create and delete, CSV import, the bulk
--- load, raw SQL, a deleted organization) keeps it right without remembering to. The one exception is deliberate and
+-- load, raw SQL) keeps it right without remembering to. The one exception is deliberate and
 -- self-healing: the bulk load into a fresh database sets the triggers aside with its indexes and, when it puts them
 -- back (or the next start does, after a crash), recomputes the counts from the rows (bulk.rs). Per engine:
 -- - PostgreSQL: statement-level AFTER INSERT / AFTER DELETE triggers with transition tables, so a bulk
 --   `INSERT ... SELECT` of 50,000 rows is one grouped upsert, not 50,000. A statement adds to the slot
---   `pg_backend_pid() % 8` of its connection: concurrent writers on different connections update different rows
---   instead of all waiting on one row's lock until they commit, and a transaction touches a single slot of a
---   table per organization, so two multi-row transactions (CSV imports) never wait on each other's slots in
---   opposite orders (a slot per record id would deadlock them). A slot's `n` may go below zero (a delete on
---   another connection than the insert); only the sum means anything.
+--   `pg_backend_pid() % 8` of its connection, so concurrent writers on different connections update different
+--   rows instead of all waiting on one row's lock until they commit. (Today every change also appends to the
+--   organization's audit chain in its transaction, which serialises on the organization row; the slots keep the
+--   counts from becoming a second such point.) A transaction touches a single slot of a table per organization,
+--   so two multi-row transactions (CSV imports) never wait on each other's slots in opposite orders (a slot per
+--   record id would deadlock them). A slot's `n` may go below zero (a delete on another connection than the
+--   insert); only the sum means anything.
 -- - SQLite: row-level triggers (SQLite has no statement-level ones) on the one slot 0: there is one writer.
 -- No statement of the store changes a record's `org_id` (updates set fields, owner and timestamps), but a record
 -- moved between organizations by hand is counted too (the `_count_move` triggers, fired only when it changes), and
