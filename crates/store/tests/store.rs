@@ -6,6 +6,7 @@
 //!   appenders, the permission-filtered view, checkpoints, archives and purges.
 //! - `auth`: sign-in and account security: lockout and limits across processes, TOTP and recovery codes,
 //!   session revocation, API tokens, network and time policies, password policy.
+//! - `counts`: the maintained record counts equal `COUNT(*)` after every write path, on every engine.
 //! - `monitor`: two detectors on one database raise each incident once; inline guards fail closed.
 //! - `differential`: random organizations; the SQL list filter and the in-memory decision must agree on every
 //!   (user, action, record).
@@ -23,6 +24,8 @@ mod support;
 mod audit;
 #[path = "store/auth.rs"]
 mod auth;
+#[path = "store/counts.rs"]
+mod counts;
 #[path = "store/csv.rs"]
 mod csv;
 #[path = "store/differential.rs"]
