@@ -81,6 +81,8 @@ pub struct Db {
     pub url: DatabaseUrl,
     /// On a SQLite file: the read-only connections [`Db::read_first`] steps on the caller's thread.
     inline: Option<Arc<InlineReads>>,
+    /// On a SQLite file: the read-only connections, reading from the mapped file, of [`Db::read_all`].
+    inline_pages: Option<Arc<InlineReads>>,
 }
 
 impl Db {
@@ -112,17 +114,19 @@ impl Db {
             }
             Engine::Postgres => opts.max_connections(16).connect(url.expose()).await?,
         };
-        let inline = match engine {
-            Engine::Sqlite => InlineReads::for_file(url)?.map(Arc::new),
-            Engine::Postgres => None,
+        let (inline, inline_pages) = match engine {
+            Engine::Sqlite => {
+                (InlineReads::for_file(url, false)?.map(Arc::new), InlineReads::for_file(url, true)?.map(Arc::new))
+            }
+            Engine::Postgres => (None, None),
         };
-        Ok(Db { pool, engine, url: url.clone(), inline })
+        Ok(Db { pool, engine, url: url.clone(), inline, inline_pages })
     }
 
     /// The rows of a read outside any transaction, bounded by its own `LIMIT` (a list page): inline on a SQLite
     /// file, as [`Db::read_first`].
     pub(crate) async fn read_all(&self, sql: &Sql) -> Result<Vec<ReadRow>, StoreError> {
-        match &self.inline {
+        match &self.inline_pages {
             Some(inline) => Ok(inline.all_rows(&sql.text, &sql.args)?.into_iter().map(ReadRow::Inline).collect()),
             None => Ok(sql.fetch_all(&self.pool).await?.into_iter().map(ReadRow::Driver).collect()),
         }
