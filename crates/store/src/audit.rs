@@ -516,23 +516,22 @@ pub(crate) struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Starts the committer: on a SQLite file, a thread of its own writing through the C API
-    /// ([`run_sqlite_writer`]); otherwise (PostgreSQL, an in-memory SQLite database) a task with a native sqlx
-    /// connection.
+    /// Starts the committer: on SQLite a thread of its own writing through the C API ([`run_sqlite_writer`]), on
+    /// PostgreSQL a task with a native sqlx connection. The SQLite database must be a file: an in-memory one has no
+    /// name the committer's connection could open (and no second connection would see the pool's data).
     pub(crate) fn start(db: Db) -> Result<AuditWriter, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel::<Msg>();
-        let file = match db.engine {
-            Engine::Sqlite => crate::sqlite_inline::RawConnection::file_path(&db.url)?,
-            Engine::Postgres => None,
-        };
-        match file {
-            Some(path) => {
+        match db.engine {
+            Engine::Sqlite => {
+                let path = crate::sqlite_inline::RawConnection::file_path(&db.url)?.ok_or_else(|| {
+                    StoreError::Config(format!("the audit trail needs the SQLite database in a file, not {}", db.url))
+                })?;
                 std::thread::Builder::new()
                     .name("crm-audit-commit".into())
                     .spawn(move || run_sqlite_writer(&path, rx))
                     .map_err(|e| StoreError::Config(format!("cannot start the audit committer's thread: {e}")))?;
             }
-            None => {
+            Engine::Postgres => {
                 tokio::spawn(run_writer(db, rx));
             }
         }
@@ -606,8 +605,9 @@ fn closed_error() -> StoreError {
     StoreError::Config("the store is closed".into())
 }
 
+/// The PostgreSQL committer, a task: one native connection, each batch one transaction.
 async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let mut conn: Option<WriterConn> = None;
+    let mut conn: Option<sqlx::PgConnection> = None;
     let mut batch: Vec<Queued> = Vec::new();
     let mut closing = Vec::new();
     let mut closed = false;
@@ -631,7 +631,7 @@ async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
         if !closing.is_empty() {
             closed = true;
             if let Some(c) = conn.take() {
-                c.close().await;
+                close_postgres(c).await;
             }
             for done in closing.drain(..) {
                 let _ = done.send(());
@@ -639,7 +639,7 @@ async fn run_writer(db: Db, mut rx: mpsc::UnboundedReceiver<Msg>) {
         }
     }
     if let Some(c) = conn.take() {
-        c.close().await;
+        close_postgres(c).await;
     }
 }
 
@@ -801,15 +801,19 @@ impl SqliteBatchWriter {
     }
 }
 
-async fn commit_batch(db: &Db, conn: &mut Option<WriterConn>, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
+async fn commit_batch(
+    db: &Db,
+    conn: &mut Option<sqlx::PgConnection>,
+    entries: &[&Pending],
+) -> Result<Vec<i64>, StoreError> {
     let mut attempt = 0;
     loop {
         let result = async {
             let c = match conn {
                 Some(c) => c,
-                None => conn.insert(WriterConn::open(&db.url).await?),
+                None => conn.insert(open_postgres(&db.url).await?),
             };
-            c.write(entries).await
+            write_postgres(c, entries).await
         }
         .await;
         match result {
@@ -817,7 +821,7 @@ async fn commit_batch(db: &Db, conn: &mut Option<WriterConn>, entries: &[&Pendin
             Err(e) => {
                 // The transaction rolled back (the connection is dropped with it): no number was used up.
                 if let Some(c) = conn.take() {
-                    c.close().await;
+                    close_postgres(c).await;
                 }
                 match e {
                     // A busy or serialization failure, or a lost connection, is worth another try.
@@ -885,117 +889,18 @@ fn by_org(entries: &[&Pending]) -> BTreeMap<OrgId, Vec<usize>> {
     by_org
 }
 
-/// The group committer's own native connection: values are bound with their types (no conversion through the
-/// `Any` driver), and on PostgreSQL a batch of one organization is one `INSERT … SELECT FROM UNNEST` of one array
-/// per column. Opened on first use, dropped after an error (and opened again).
-enum WriterConn {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
+/// The PostgreSQL committer's own native connection: values are bound with their types (no conversion through the
+/// `Any` driver), and a batch of one organization is one `INSERT … SELECT FROM UNNEST` of one array per column.
+/// Opened on first use, dropped after an error (and opened again).
+async fn open_postgres(url: &crate::DatabaseUrl) -> Result<sqlx::PgConnection, StoreError> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    Ok(sqlx::postgres::PgConnectOptions::from_str(url.expose())?.connect().await?)
 }
 
-impl WriterConn {
-    async fn open(url: &crate::DatabaseUrl) -> Result<WriterConn, StoreError> {
-        use sqlx::ConnectOptions;
-        use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-        use std::str::FromStr;
-        Ok(match url.engine() {
-            // As the pool's connections: WAL, and FULL sync so an acknowledged entry survives a crash or power loss.
-            // Statement journals (a multi-row INSERT's undo log, discarded when the statement ends; never needed
-            // after a crash) stay in memory instead of spilling to a temporary file, and pages are read through
-            // the mapped file.
-            Engine::Sqlite => WriterConn::Sqlite(
-                sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())?
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .foreign_keys(true)
-                    .busy_timeout(std::time::Duration::from_secs(10))
-                    .pragma("temp_store", "MEMORY")
-                    .pragma("mmap_size", "1073741824")
-                    .connect()
-                    .await?,
-            ),
-            Engine::Postgres => {
-                WriterConn::Postgres(sqlx::postgres::PgConnectOptions::from_str(url.expose())?.connect().await?)
-            }
-        })
-    }
-
-    async fn close(self) {
-        use sqlx::Connection;
-        let _ = match self {
-            WriterConn::Sqlite(c) => c.close().await,
-            WriterConn::Postgres(c) => c.close().await,
-        };
-    }
-
-    /// Appends `entries` in one transaction, durable when this returns; their sequence numbers in order.
-    async fn write(&mut self, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
-        match self {
-            WriterConn::Sqlite(c) => write_sqlite(c, entries).await,
-            WriterConn::Postgres(c) => write_postgres(c, entries).await,
-        }
-    }
-}
-
-async fn write_sqlite(c: &mut sqlx::SqliteConnection, entries: &[&Pending]) -> Result<Vec<i64>, StoreError> {
+async fn close_postgres(c: sqlx::PgConnection) {
     use sqlx::Connection;
-    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-    let mut seqs = vec![0i64; entries.len()];
-    let at = now_ms();
-    for (org, idxs) in by_org(entries) {
-        let n = idxs.len() as i64;
-        let row = sqlx::query(
-            "UPDATE organizations SET audit_seq = audit_seq + ?1 WHERE id = ?2 RETURNING audit_seq, audit_head",
-        )
-        .bind(n)
-        .bind(org)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let (last, head): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-        let rows = chain(entries, &idxs, last - n + 1, at, head);
-        let mut rest = rows.as_slice();
-        while !rest.is_empty() {
-            let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len()).unwrap_or(1);
-            let (chunk, tail) = rest.split_at(size);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sqlite_insert(size)));
-            for r in chunk {
-                let e = &r.p.entry;
-                q = q
-                    .bind(e.org)
-                    .bind(r.seq)
-                    .bind(at)
-                    .bind(e.actor)
-                    .bind(e.subject)
-                    .bind(e.session_id)
-                    .bind(e.action.as_str())
-                    .bind(e.module.map(Module::as_str))
-                    .bind(e.record_id)
-                    .bind(e.target.as_deref())
-                    .bind(e.outcome)
-                    .bind(r.p.detail.as_str())
-                    .bind(e.request_id.as_deref())
-                    .bind(e.ip.as_deref())
-                    .bind(e.user_agent.as_deref())
-                    .bind(r.prev.as_str())
-                    .bind(r.hash.as_str())
-                    .bind(HASH_FORMAT);
-            }
-            q.execute(&mut *tx).await?;
-            rest = tail;
-        }
-        let head = rows.last().map(|r| r.hash.as_str()).unwrap_or_default();
-        sqlx::query("UPDATE organizations SET audit_head = ?1 WHERE id = ?2")
-            .bind(head)
-            .bind(org)
-            .execute(&mut *tx)
-            .await?;
-        for (r, i) in rows.iter().zip(&idxs) {
-            seqs[*i] = r.seq;
-        }
-    }
-    tx.commit().await?;
-    Ok(seqs)
+    let _ = c.close().await;
 }
 
 /// The rows one SQLite `INSERT` of a batch writes, largest first (a batch is cut into chunks of these sizes).
